@@ -1,0 +1,53 @@
+"""One exception tree for Archive Capture; the CLI maps it to messages and exit codes.
+
+    CaptureError (exit 1)
+     ├── ConfigError (exit 2)          settings or a command-line value are wrong
+     ├── CatalogueError (exit 3)       a catalogue file cannot be read at all
+     ├── BatchError (exit 4)           a batch folder is missing, not a folder, or empty
+     │    └── UnsafeNameError          a name from outside would escape its folder
+     ├── PageReadError                 one page file cannot be decoded (becomes a finding)
+     ├── OcrError                      an OCR engine failed on a page
+     │    └── OcrTimeoutError          it ran out of time (transient: retried)
+     └── PackageError                  an item's PDF/A could not be written
+
+Bad rows, unreadable pages and PDF/A validation failures inside a batch are not raised
+to the user: they become findings on the item, and the batch goes on.
+"""
+
+from __future__ import annotations
+
+
+class CaptureError(Exception):
+    exit_code = 1
+
+
+class ConfigError(CaptureError):
+    exit_code = 2
+
+
+class CatalogueError(CaptureError):
+    exit_code = 3
+
+
+class BatchError(CaptureError):
+    exit_code = 4
+
+
+class UnsafeNameError(BatchError):
+    pass
+
+
+class PageReadError(CaptureError):
+    pass
+
+
+class OcrError(CaptureError):
+    pass
+
+
+class OcrTimeoutError(OcrError):
+    """Transient: the flow retries it."""
+
+
+class PackageError(CaptureError):
+    pass

@@ -1,0 +1,237 @@
+"""Page image cleanup with OpenCV: orientation, deskew, border crop, blank test (arrays in, arrays out)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+# Longest side (pixels) of the working copy used to measure skew and orientation.
+_MEASURE_SIDE = 2000
+# Ink pixels sampled for the projection profile (enough for 0.01 degree resolution).
+_MAX_POINTS = 400_000
+
+
+@dataclass(frozen=True)
+class SkewEstimate:
+    angle: float  # degrees the content is rotated counter-clockwise; undo with rotate(-angle)
+    score: float  # sharpness of the row profile at that angle (higher = clearer text lines)
+
+
+@dataclass(frozen=True)
+class CleanedPage:
+    image: np.ndarray  # upright, deskewed, cropped; grey (H, W) or RGB (H, W, 3)
+    rotation: int  # degrees (0/90/180/270) the page was turned clockwise to stand upright
+    skew_deg: float  # detected skew, counter-clockwise positive, corrected
+    orientation_method: str
+    blank: bool
+    ink_ratio: float
+
+
+# An up/down judge takes an upright-axis grey page and returns (is_upside_down, method) or
+# None when it cannot tell. Tesseract OSD and the RapidOCR line classifier provide these.
+UpDownJudge = Callable[[np.ndarray], "tuple[bool, str] | None"]
+
+
+def to_gray(image: np.ndarray) -> np.ndarray:
+    if image.ndim == 2:
+        return image
+    if image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_RGBA2GRAY)
+    return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+
+
+def _shrink(gray: np.ndarray, side: int = _MEASURE_SIDE) -> np.ndarray:
+    scale = side / max(gray.shape)
+    if scale >= 1:
+        return gray
+    return cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+
+
+def ink_mask(gray: np.ndarray) -> np.ndarray:
+    """Binary mask (uint8 0/1) of ink: darker than the paper by a clear margin, speckles removed."""
+    smooth = cv2.medianBlur(gray, 3)
+    paper = float(np.percentile(smooth, 90))
+    _, otsu = cv2.threshold(smooth, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    otsu_level = float(_)
+    # On a blank page Otsu splits the noise; insist on a real contrast to the paper.
+    level = min(otsu_level, paper - 45)
+    mask = (smooth < level).astype(np.uint8)
+    return cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((2, 2), np.uint8))
+
+
+def _ink_points(mask: np.ndarray) -> np.ndarray:
+    ys, xs = np.nonzero(mask)
+    if len(xs) > _MAX_POINTS:
+        pick = np.random.default_rng(0).choice(len(xs), _MAX_POINTS, replace=False)
+        xs, ys = xs[pick], ys[pick]
+    return np.stack([xs.astype(np.float64), ys.astype(np.float64)])
+
+
+def _profile_score(points: np.ndarray, angle_deg: float) -> float:
+    a = np.deg2rad(angle_deg)
+    # Row coordinate after undoing a counter-clockwise rotation by `angle`.
+    y = points[1] * np.cos(a) + points[0] * np.sin(a)
+    bins = np.bincount((y - y.min()).astype(np.int64))
+    return float(np.dot(bins, bins))
+
+
+def _search(points: np.ndarray, lo: float, hi: float, step: float) -> tuple[float, float]:
+    angles = np.arange(lo, hi + step / 2, step)
+    scores = [_profile_score(points, float(a)) for a in angles]
+    best = int(np.argmax(scores))
+    return float(angles[best]), float(scores[best])
+
+
+def _estimate_from_points(points: np.ndarray, max_angle: float) -> SkewEstimate:
+    if points.shape[1] < 50:
+        return SkewEstimate(0.0, 0.0)
+    angle, _ = _search(points, -max_angle, max_angle, 0.5)
+    angle, _ = _search(points, angle - 0.5, angle + 0.5, 0.05)
+    angle, score = _search(points, angle - 0.05, angle + 0.05, 0.01)
+    return SkewEstimate(round(angle, 2), score / points.shape[1] ** 2)
+
+
+def estimate_skew(gray: np.ndarray, max_angle: float = 10.0) -> SkewEstimate:
+    """Skew of horizontal text lines by projection profile over ink-pixel coordinates."""
+    mask = ink_mask(_shrink(gray))
+    return _estimate_from_points(_ink_points(mask), max_angle)
+
+
+def estimate_axis_and_skew(gray: np.ndarray, max_angle: float = 10.0) -> tuple[int, SkewEstimate]:
+    """Whether text lines run across (0) or down (90) the image, and the skew on that axis.
+
+    Returns (quarter_turns, skew) where quarter_turns is 0 or 1: the number of clockwise
+    quarter turns that make the lines horizontal (up/down is decided separately).
+    """
+    mask = ink_mask(_shrink(gray))
+    points = _ink_points(mask)
+    across = _estimate_from_points(points, max_angle)
+    # Rotating the image 90 degrees clockwise maps (x, y) to (H - 1 - y, x).
+    turned = np.stack([mask.shape[0] - 1 - points[1], points[0]])
+    down = _estimate_from_points(turned, max_angle)
+    if down.score > across.score * 1.15:
+        return 1, down
+    return 0, across
+
+
+def rotate_quarter_turns(image: np.ndarray, turns_cw: int) -> np.ndarray:
+    turns_cw %= 4
+    if turns_cw == 0:
+        return image
+    codes = {1: cv2.ROTATE_90_CLOCKWISE, 2: cv2.ROTATE_180, 3: cv2.ROTATE_90_COUNTERCLOCKWISE}
+    return cv2.rotate(image, codes[turns_cw])
+
+
+def paper_colour(image: np.ndarray) -> tuple[float, ...]:
+    """A bright percentile per channel: the paper tone, used to fill uncovered corners."""
+    if image.ndim == 2:
+        return (float(np.percentile(image, 90)),)
+    return tuple(float(np.percentile(image[..., c], 90)) for c in range(image.shape[2]))
+
+
+def deskew(image: np.ndarray, angle: float) -> np.ndarray:
+    """Undo a counter-clockwise skew of `angle` degrees; uncovered corners take the paper tone."""
+    if abs(angle) < 0.005:
+        return image
+    h, w = image.shape[:2]
+    matrix = cv2.getRotationMatrix2D((w / 2, h / 2), -angle, 1.0)
+    fill = paper_colour(image)
+    return cv2.warpAffine(
+        image, matrix, (w, h), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_CONSTANT,
+        borderValue=fill if len(fill) > 1 else fill[0],
+    )
+
+
+def crop_dark_borders(image: np.ndarray, dark_share: float = 0.5) -> np.ndarray:
+    """Cut rows and columns at the edges that are mostly dark (scanner lid or background)."""
+    gray = to_gray(image)
+    small = _shrink(gray, 1000)
+    scale = gray.shape[0] / small.shape[0]
+    paper = float(np.percentile(small, 90))
+    dark = small < paper * 0.55
+    rows, cols = dark.mean(axis=1), dark.mean(axis=0)
+
+    def edge(profile: np.ndarray) -> tuple[int, int]:
+        n = len(profile)
+        lo = 0
+        while lo < n // 4 and profile[lo] > dark_share:
+            lo += 1
+        hi = n
+        while hi > n - n // 4 and profile[hi - 1] > dark_share:
+            hi -= 1
+        # a margin so the border's soft edge goes too
+        pad = 3 if (lo or hi < n) else 0
+        return min(lo + pad if lo else 0, n), max(hi - pad if hi < n else n, 0)
+
+    top, bottom = edge(rows)
+    left, right = edge(cols)
+    if (top, bottom, left, right) == (0, len(rows), 0, len(cols)):
+        return image
+    y0, y1 = int(top * scale), int(bottom * scale)
+    x0, x1 = int(left * scale), int(right * scale)
+    return image[y0:y1, x0:x1]
+
+
+def ink_ratio(gray: np.ndarray, dpi: int) -> float:
+    """Share of the page covered by ink marks bigger than scanner speckles."""
+    small = _shrink(gray, 1200)
+    mask = ink_mask(small)
+    count, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    # a speckle: smaller than about 0.25 mm square at the working resolution
+    working_dpi = dpi * small.shape[0] / gray.shape[0]
+    min_area = max(3, int((working_dpi * 0.25 / 25.4) ** 2))
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    ink = int(areas[areas >= min_area].sum())
+    # ignore a frame of 3% on each side: scanner edges and punch holes live there
+    return ink / float(small.size)
+
+
+def is_blank(gray: np.ndarray, dpi: int, threshold: float) -> tuple[bool, float]:
+    ratio = ink_ratio(gray, dpi)
+    return ratio < threshold, ratio
+
+
+def clean_page(
+    image: np.ndarray,
+    dpi: int,
+    *,
+    max_skew: float = 10.0,
+    detect_orientation: bool = True,
+    crop_borders: bool = True,
+    blank_threshold: float = 0.0015,
+    judges: tuple[UpDownJudge, ...] = (),
+) -> CleanedPage:
+    """Turn a scanned page upright, deskew it, crop dark borders and test it for blankness."""
+    if crop_borders:
+        image = crop_dark_borders(image)
+    gray = to_gray(image)
+    blank, ratio = is_blank(gray, dpi, blank_threshold)
+    if blank:
+        return CleanedPage(image, 0, 0.0, "blank", True, ratio)
+
+    turns, skew = (
+        estimate_axis_and_skew(gray, max_skew)
+        if detect_orientation
+        else (0, estimate_skew(gray, max_skew))
+    )
+    image = deskew(rotate_quarter_turns(image, turns), skew.angle)
+    method = "profile"
+    if detect_orientation:
+        upside_down, method = _judge_up_down(to_gray(image), judges)
+        if upside_down:
+            image = rotate_quarter_turns(image, 2)
+            turns += 2
+    if crop_borders:
+        image = crop_dark_borders(image)
+    return CleanedPage(image, (turns % 4) * 90, skew.angle, method, False, ratio)
+
+
+def _judge_up_down(gray: np.ndarray, judges: tuple[UpDownJudge, ...]) -> tuple[bool, str]:
+    for judge in judges:
+        verdict = judge(gray)
+        if verdict is not None:
+            return verdict
+    return False, "none"

@@ -1,0 +1,1 @@
+"""Search index: the analysis shared by all backends, the backend protocol, the SQLite backend."""

@@ -1,0 +1,196 @@
+"""The values passed between stages."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class CatalogueEntry:
+    """One row of the 归档目录: one item."""
+
+    archive_code: str
+    page_count: int
+    policy_number: str = ""
+    policyholder: str = ""
+    job_serial: str = ""
+    year: str = ""
+    stage: str = ""
+    retention: str = ""
+    security_level: str = ""
+    box: str = ""
+    remarks: str = ""
+    title: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RowProblem:
+    """A catalogue row that was not loaded, and why."""
+
+    row: int
+    reason: str
+    archive_code: str = ""
+
+
+@dataclass(frozen=True)
+class CatalogueLoad:
+    source: str
+    entries: tuple[CatalogueEntry, ...]
+    problems: tuple[RowProblem, ...]
+
+
+@dataclass(frozen=True)
+class PageSource:
+    """One page to read: a file, and the frame inside it for multi-page TIFF or PDF."""
+
+    path: Path
+    frame: int = 0
+    kind: str = "image"  # "image", "tiff", "pdf"
+
+
+@dataclass(frozen=True)
+class OcrLine:
+    text: str
+    box: tuple[float, float, float, float]  # x0, y0, x1, y1 in cleaned-image pixels
+    confidence: float  # 0..1
+    char_boxes: tuple[tuple[float, float, float, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class OcrPage:
+    engine: str
+    lines: tuple[OcrLine, ...]
+    width: int
+    height: int
+
+    @property
+    def mean_confidence(self) -> float | None:
+        """Mean line confidence weighted by characters; None for a page with no text."""
+        weight = sum(len(line.text) for line in self.lines)
+        if weight == 0:
+            return None
+        return sum(line.confidence * len(line.text) for line in self.lines) / weight
+
+    @property
+    def text(self) -> str:
+        return "\n".join(line.text for line in self.lines)
+
+
+class Severity(StrEnum):
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """Something QA should look at. Findings never stop a batch."""
+
+    code: str
+    message: str
+    severity: Severity = Severity.WARNING
+    page: int | None = None
+    file: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (str(v) if isinstance(v, Severity) else v) for k, v in asdict(self).items()}
+
+
+@dataclass
+class PageResult:
+    """What happened to one page: facts for the item record, the text layer and the index."""
+
+    seq: int
+    source: str
+    frame: int
+    source_sha256: str
+    dpi: int | None = None
+    dpi_assumed: bool = False
+    rotation: int = 0
+    skew_deg: float = 0.0
+    orientation_method: str = ""
+    blank: bool = False
+    confidence: float | None = None
+    image_path: str | None = None  # cleaned image in the work folder
+    image_format: str = ""  # "jpeg", "gray", "bilevel", "rgb"
+    width: int = 0
+    height: int = 0
+    ocr: OcrPage | None = None
+    error: str | None = None
+
+    @property
+    def readable(self) -> bool:
+        return self.error is None
+
+    @property
+    def text(self) -> str:
+        return self.ocr.text if self.ocr else ""
+
+    def facts(self) -> dict[str, Any]:
+        return {
+            "page": self.seq,
+            "source": self.source,
+            "frame": self.frame,
+            "source_sha256": self.source_sha256,
+            "dpi": self.dpi,
+            "dpi_assumed": self.dpi_assumed,
+            "rotation": self.rotation,
+            "skew_deg": round(self.skew_deg, 3),
+            "orientation_method": self.orientation_method,
+            "blank": self.blank,
+            "confidence": None if self.confidence is None else round(self.confidence, 4),
+            "width": self.width,
+            "height": self.height,
+            "characters": len(self.text.replace("\n", "")),
+            "error": self.error,
+        }
+
+
+class Verdict(StrEnum):
+    PASSED = "passed"  # straight through
+    NEEDS_QA = "needs_qa"  # packaged, held for QA
+    FAILED = "failed"  # no package could be made
+
+
+@dataclass
+class ItemResult:
+    archive_code: str
+    entry: CatalogueEntry | None
+    pages: list[PageResult] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    verdict: Verdict = Verdict.PASSED
+    pdf_path: str | None = None
+    record_path: str | None = None
+    pdf_sha256: str | None = None
+    pdfa_valid: bool = False
+    reused: bool = False
+
+    @property
+    def page_count(self) -> int:
+        return len(self.pages)
+
+    @property
+    def blank_pages(self) -> int:
+        return sum(1 for p in self.pages if p.blank)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "archive_code": self.archive_code,
+            "title": self.entry.title if self.entry else "",
+            "pages": self.page_count,
+            "blank_pages": self.blank_pages,
+            "catalogue_pages": self.entry.page_count if self.entry else None,
+            "verdict": str(self.verdict),
+            "findings": [f.to_dict() for f in self.findings],
+            "pdf": self.pdf_path,
+            "record": self.record_path,
+            "pdf_sha256": self.pdf_sha256,
+            "pdfa_valid": self.pdfa_valid,
+            "reused": self.reused,
+        }

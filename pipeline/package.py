@@ -1,0 +1,215 @@
+"""PDF/A-2b assembly with pikepdf: page images, an invisible text layer, XMP catalogue metadata.
+
+The text layer uses a glyphless CID font (Tesseract's, Apache-2.0) with Identity-H encoding and
+an identity ToUnicode map, so the text extracts exactly as the OCR engine read it. Each line is
+placed on the engine's own box and stretched to its width, so characters abut and text
+extractors insert no spaces between Chinese characters.
+"""
+
+from __future__ import annotations
+
+import io
+import zlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pikepdf
+from pikepdf import Array, Dictionary, Name, Pdf, Stream
+from PIL import Image
+
+from pipeline.models import CatalogueEntry, OcrPage
+
+PDFA_FLAVOUR = "2b"
+# Catalogue fields written to XMP. pikepdf's allowlist validator denies every XMP extension
+# schema, so a project namespace cannot pass validation: the fields go into Dublin Core
+# (dc:identifier = archive code, dc:title, dc:description and dc:subject as name=value pairs).
+XMP_FIELDS = (
+    ("policy_number", "policyNumber"),
+    ("policyholder", "policyholder"),
+    ("job_serial", "jobSerialNumber"),
+    ("page_count", "pageCount"),
+    ("year", "year"),
+    ("stage", "businessStage"),
+    ("retention", "retention"),
+    ("security_level", "securityLevel"),
+    ("box", "box"),
+    ("remarks", "remarks"),
+)
+_FONT_EM_WIDTH = 0.5  # advance of every glyph, in text space units per unit font size (DW 500)
+
+
+@dataclass(frozen=True)
+class PackagePage:
+    image_path: Path  # cleaned page image (PNG or JPEG) in the work folder
+    image_format: str  # "jpeg", "gray", "bilevel", "rgb"
+    dpi: int
+    ocr: OcrPage | None
+
+
+@dataclass(frozen=True)
+class PackageOutcome:
+    pdf_path: Path
+    pdfa_valid: bool
+    validator_findings: tuple[str, ...]
+
+
+def _glyphless_font(pdf: Pdf) -> Dictionary:
+    font_bytes = (Path(__file__).parent / "data" / "glyphless.ttf").read_bytes()
+    font_file = Stream(pdf, font_bytes)
+    font_file.Length1 = len(font_bytes)
+    descriptor = pdf.make_indirect(Dictionary(
+        Type=Name.FontDescriptor, FontName=Name.GlyphLessFont, Flags=5,
+        FontBBox=Array([0, 0, 500, 1000]), ItalicAngle=0, Ascent=1000, Descent=0,
+        CapHeight=1000, StemV=80, FontFile2=pdf.make_indirect(font_file),
+    ))
+    cid_to_gid = Stream(pdf, b"\x00\x01" * 65536)
+    cid_font = pdf.make_indirect(Dictionary(
+        Type=Name.Font, Subtype=Name.CIDFontType2, BaseFont=Name.GlyphLessFont,
+        CIDSystemInfo=Dictionary(Registry=pikepdf.String("Adobe"),
+                                 Ordering=pikepdf.String("Identity"), Supplement=0),
+        FontDescriptor=descriptor, DW=500, CIDToGIDMap=pdf.make_indirect(cid_to_gid),
+    ))
+    to_unicode = Stream(pdf, _TO_UNICODE)
+    return pdf.make_indirect(Dictionary(
+        Type=Name.Font, Subtype=Name.Type0, BaseFont=Name.GlyphLessFont,
+        Encoding=Name("/Identity-H"), DescendantFonts=Array([cid_font]),
+        ToUnicode=pdf.make_indirect(to_unicode),
+    ))
+
+
+_TO_UNICODE = b"""/CIDInit /ProcSet findresource begin
+12 dict begin
+begincmap
+/CIDSystemInfo << /Registry (Adobe) /Ordering (UCS) /Supplement 0 >> def
+/CMapName /Adobe-Identity-UCS def
+/CMapType 2 def
+1 begincodespacerange
+<0000> <FFFF>
+endcodespacerange
+1 beginbfrange
+<0000> <FFFF> <0000>
+endbfrange
+endcmap
+CMapName currentdict /CMapResource defineresource pop
+end
+end
+"""
+
+
+def _image_xobject(pdf: Pdf, page: PackagePage) -> tuple[Stream, int, int]:
+    with Image.open(page.image_path) as img:
+        img.load()
+        width, height = img.size
+        if page.image_format == "jpeg":
+            data = page.image_path.read_bytes()
+            colour = Name.DeviceGray if img.mode == "L" else Name.DeviceRGB
+            stream = Stream(pdf, data)
+            stream.Filter = Name.DCTDecode
+            bits = 8
+        elif page.image_format == "bilevel":
+            packed = img.convert("1").tobytes()
+            stream = Stream(pdf, zlib.compress(packed, 9))
+            stream.Filter = Name.FlateDecode
+            colour, bits = Name.DeviceGray, 1
+        else:
+            mode = "L" if page.image_format == "gray" else "RGB"
+            raw = img.convert(mode).tobytes()
+            stream = Stream(pdf, zlib.compress(raw, 6))
+            stream.Filter = Name.FlateDecode
+            colour = Name.DeviceGray if mode == "L" else Name.DeviceRGB
+            bits = 8
+    stream.Type = Name.XObject
+    stream.Subtype = Name.Image
+    stream.Width, stream.Height = width, height
+    stream.ColorSpace = colour
+    stream.BitsPerComponent = bits
+    return stream, width, height
+
+
+def _cid_hex(text: str) -> str:
+    return "".join(f"{ord(c):04X}" if ord(c) <= 0xFFFF else "FFFD" for c in text)
+
+
+def text_layer(ocr: OcrPage | None, scale: float, page_height_pt: float) -> str:
+    """Content-stream operators placing each OCR line invisibly on its own box."""
+    if ocr is None or not ocr.lines:
+        return ""
+    ops = ["BT", "3 Tr"]
+    for line in ocr.lines:
+        x0, y0, x1, y1 = (v * scale for v in line.box)
+        height = max(y1 - y0, 1.0)
+        size = height
+        natural = len(line.text) * _FONT_EM_WIDTH * size
+        if natural <= 0:
+            continue
+        stretch = 100.0 * (x1 - x0) / natural
+        baseline = page_height_pt - y1 + 0.12 * height
+        ops.append(f"/F1 {size:.2f} Tf {stretch:.2f} Tz 1 0 0 1 {x0:.2f} {baseline:.2f} Tm")
+        ops.append(f"<{_cid_hex(line.text)}> Tj")
+    ops.append("ET")
+    return "\n".join(ops)
+
+
+def build_pdf(pages: list[PackagePage]) -> Pdf:
+    pdf = Pdf.new()
+    font = _glyphless_font(pdf)
+    for page in pages:
+        image, width, height = _image_xobject(pdf, page)
+        scale = 72.0 / page.dpi
+        w_pt, h_pt = width * scale, height * scale
+        content = f"q {w_pt:.3f} 0 0 {h_pt:.3f} 0 0 cm /Im0 Do Q\n" + text_layer(page.ocr, scale, h_pt)
+        pdf_page = pikepdf.Page(Dictionary(
+            Type=Name.Page,
+            MediaBox=Array([0, 0, round(w_pt, 3), round(h_pt, 3)]),
+            Resources=Dictionary(XObject=Dictionary(Im0=pdf.make_indirect(image)),
+                                 Font=Dictionary(F1=font)),
+            Contents=pdf.make_stream(content.encode("ascii")),
+        ))
+        pdf.pages.append(pdf_page)
+    return pdf
+
+
+def write_metadata(pdf: Pdf, archive_code: str, entry: CatalogueEntry | None, software: str) -> None:
+    title = (entry.title if entry and entry.title else "") or archive_code
+    with pdf.open_metadata(set_pikepdf_as_editor=False) as meta:
+        meta["dc:identifier"] = archive_code
+        meta["dc:title"] = title
+        meta["xmp:CreatorTool"] = software
+        meta["pdf:Producer"] = software
+        meta["xmp:CreateDate"] = datetime.now(UTC).isoformat(timespec="seconds")
+        if entry:
+            pairs = [f"{name}={getattr(entry, attr)}" for attr, name in XMP_FIELDS
+                     if getattr(entry, attr) != ""]
+            meta["dc:description"] = "; ".join(pairs)
+            meta["dc:subject"] = set(pairs)
+
+
+def save_pdfa(pdf: Pdf, path: Path) -> PackageOutcome:
+    """Prepare, write, re-validate the written bytes, then move into place; else say why."""
+    import pikepdf.pdfa as pdfa
+
+    try:
+        pdfa.save(pdf, path, PDFA_FLAVOUR)
+        return PackageOutcome(path, True, ())
+    except pdfa.PdfaError as exc:
+        findings = tuple(str(f) for f in exc.report.findings[:50])
+    pdf.save(path)  # kept for QA, flagged, never presented as PDF/A
+    return PackageOutcome(path, False, findings)
+
+
+def encode_page_image(pixels: np.ndarray, image_format: str, path_stem: Path, jpeg_quality: int) -> Path:
+    """Write a cleaned page for packaging: JPEG stays JPEG, everything else lossless PNG."""
+    img = Image.fromarray(pixels)
+    if image_format == "jpeg":
+        path = path_stem.with_suffix(".jpg")
+        buffer = io.BytesIO()
+        img.save(buffer, "JPEG", quality=jpeg_quality, optimize=True)
+        path.write_bytes(buffer.getvalue())
+        return path
+    path = path_stem.with_suffix(".png")
+    if image_format == "bilevel":
+        img = img.convert("L").point(lambda v: 255 if v >= 128 else 0).convert("1")
+    img.save(path, "PNG", compress_level=1)
+    return path

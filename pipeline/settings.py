@@ -1,0 +1,122 @@
+"""Settings: config/default.toml, then CAPTURE_CONFIG, then CAPTURE_* environment variables."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = REPO_ROOT / "config" / "default.toml"
+
+
+class ImagingSettings(BaseModel):
+    default_dpi: int = Field(300, ge=50, le=2400)
+    max_skew_deg: float = Field(10.0, gt=0, le=45)
+    detect_orientation: bool = True
+    crop_borders: bool = True
+    blank_ink_ratio: float = Field(0.0015, ge=0, le=1)
+    keep_work_images: bool = False
+
+
+class OcrSettings(BaseModel):
+    engine: Literal["rapidocr", "tesseract"] = "rapidocr"
+    tesseract_languages: str = "chi_sim+chi_tra+eng"
+    tesseract_psm: int = Field(3, ge=0, le=13)
+    tesseract_timeout: float = Field(180, gt=0)
+    workers: int = Field(2, ge=1, le=64)
+    engine_threads: int = Field(1, ge=1, le=64)
+    min_line_confidence: float = Field(0.5, ge=0, le=1)
+
+
+class VerifySettings(BaseModel):
+    min_dpi: int = Field(200, ge=1)
+    min_page_confidence: float = Field(0.80, ge=0, le=1)
+
+
+class PackageSettings(BaseModel):
+    jpeg_quality: int = Field(90, ge=10, le=100)
+
+
+class IndexSettings(BaseModel):
+    backend: Literal["sqlite"] = "sqlite"
+    snippet_chars: int = Field(30, ge=5, le=500)
+
+
+class Settings(BaseSettings):
+    """All settings; each stage receives only its own section."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CAPTURE_",
+        env_nested_delimiter="__",
+        extra="ignore",
+    )
+
+    home: str = ""
+    imaging: ImagingSettings = ImagingSettings()
+    ocr: OcrSettings = OcrSettings()
+    verify: VerifySettings = VerifySettings()
+    package: PackageSettings = PackageSettings()
+    index: IndexSettings = IndexSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        files = [DEFAULT_CONFIG]
+        extra = os.environ.get("CAPTURE_CONFIG")
+        if extra:
+            files.append(Path(extra))
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=files)
+        return (init_settings, env_settings, toml)
+
+    @property
+    def home_dir(self) -> Path:
+        """The folder that holds everything the pipeline writes."""
+        home = Path(self.home).expanduser() if self.home.strip() else REPO_ROOT / "capture-home"
+        return home.resolve()
+
+    @property
+    def archive_dir(self) -> Path:
+        return self.home_dir / "archive"
+
+    @property
+    def work_dir(self) -> Path:
+        return self.home_dir / "work"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.home_dir / "reports"
+
+    @property
+    def index_path(self) -> Path:
+        return self.home_dir / "index.sqlite"
+
+    @property
+    def state_path(self) -> Path:
+        return self.home_dir / "state.sqlite"
+
+    @property
+    def prefect_home(self) -> Path:
+        return self.home_dir / "prefect"
+
+    def ensure_dirs(self) -> None:
+        for d in (self.home_dir, self.archive_dir, self.work_dir, self.reports_dir):
+            d.mkdir(parents=True, exist_ok=True)
+
+
+def load_settings() -> Settings:
+    return Settings()
