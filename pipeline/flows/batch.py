@@ -1,0 +1,179 @@
+"""The process_batch flow: thin Prefect tasks around the plain functions in pipeline.process."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+from prefect.futures import PrefectFuture
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from pipeline import process
+from pipeline.errors import OcrTimeoutError
+from pipeline.index import open_backend
+from pipeline.intake import read_layout
+from pipeline.models import CatalogueEntry, Finding, ItemResult, PageResult, PageSource, Severity, Verdict
+from pipeline.pages import FileProblem
+from pipeline.progress import observer
+from pipeline.report import BatchReport
+from pipeline.settings import Settings
+from pipeline.store import Store
+
+log = logging.getLogger(__name__)
+
+
+def _transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry only what can succeed on a second try: an OCR engine that ran out of time."""
+    try:
+        state.result()
+    except OcrTimeoutError:
+        return True
+    except Exception:  # noqa: BLE001 - anything else is not retried
+        return False
+    return False
+
+
+@task(name="ocr-page", retries=2, retry_delay_seconds=2, retry_condition_fn=_transient,
+      cache_policy=NO_CACHE, tags=["ocr"])
+def ocr_page_task(source: PageSource, seq: int, sha256: str, settings: Settings, cache_dir: Path) -> PageResult:
+    return process.process_page(source, seq, sha256, settings, process.engine_pool(settings), cache_dir)
+
+
+@task(name="package-item", cache_policy=NO_CACHE)
+def package_item_task(archive_code: str, entry: CatalogueEntry | None, pages: list[PageResult],
+                      problems: list[FileProblem], input_key: str, batch_id: str,
+                      settings: Settings) -> ItemResult:
+    return process.package_item(archive_code, entry, pages, problems, input_key, batch_id, settings)
+
+
+@dataclass
+class _ItemPlan:
+    archive_code: str
+    entry: CatalogueEntry | None
+    planned: list[tuple[PageSource, str]]
+    problems: list[FileProblem]
+    input_key: str
+    reused: ItemResult | None
+
+
+def _plan(layout_items: tuple[tuple[str, Path], ...], catalogue: dict[str, CatalogueEntry],
+          settings: Settings) -> list[_ItemPlan]:
+    plans = []
+    for code, folder in layout_items:
+        planned, problems = process.plan_item(folder)
+        entry = catalogue.get(code)
+        key = process.item_input_key(planned, problems, entry, settings)
+        plans.append(_ItemPlan(code, entry, planned, problems, key,
+                               process.reuse_packaged(settings.archive_dir, code, key)))
+    return plans
+
+
+def _page_futures(plans: list[_ItemPlan], settings: Settings, cache_dir: Path,
+                  window: int) -> Iterator[tuple[int, PageResult | BaseException]]:
+    """Submit page OCR tasks with at most `window` in flight; yield (plan index, result) in order."""
+    jobs = ((i, seq, src, sha) for i, plan in enumerate(plans) if plan.reused is None
+            for seq, (src, sha) in enumerate(plan.planned, start=1))
+    pending: deque[tuple[int, int, str, PrefectFuture[PageResult]]] = deque()
+
+    def top_up() -> None:
+        while len(pending) < window:
+            job = next(jobs, None)
+            if job is None:
+                return
+            i, seq, src, sha = job
+            pending.append((i, seq, src.path.name, ocr_page_task.submit(src, seq, sha, settings, cache_dir)))
+
+    top_up()
+    while pending:
+        i, seq, name, future = pending.popleft()
+        try:
+            result: PageResult | BaseException = future.result()
+        except Exception as exc:  # noqa: BLE001 - a failed page becomes a finding, never a failed batch
+            result = PageResult(seq=seq, source=name, frame=0, source_sha256="",
+                                error=f"processing failed: {exc.__class__.__name__}: {exc}")
+        top_up()
+        yield i, result  # type: ignore[misc]
+
+
+def _finish_item(plan: _ItemPlan, pages: list[PageResult], batch_id: str, settings: Settings) -> ItemResult:
+    try:
+        return package_item_task(plan.archive_code, plan.entry, pages, plan.problems, plan.input_key,
+                                 batch_id, settings)
+    except Exception as exc:  # noqa: BLE001 - a failed item does not fail the batch
+        log.exception("packaging %s failed", plan.archive_code)
+        item = ItemResult(plan.archive_code, plan.entry, pages=pages)
+        item.findings.append(Finding("package_failed", f"packaging failed: {exc}", Severity.ERROR))
+        item.verdict = Verdict.FAILED
+        return item
+
+
+@flow(name="process-batch", validate_parameters=False, log_prints=False)
+def process_batch(batch_dir: str, settings_data: dict[str, Any]) -> dict[str, Any]:
+    """Read the batch layout, OCR every page, package, index and record every item."""
+    settings = Settings(**settings_data)
+    settings.ensure_dirs()
+    started = time.monotonic()
+    layout = read_layout(Path(batch_dir))
+    store = Store(settings.state_path)
+    index = open_backend(settings)
+    report = BatchReport(layout.batch_id, str(layout.root))
+    report.rejected = [{"folder": r.name, "reason": r.reason} for r in layout.rejected]
+    report.loose_files = list(layout.loose_files)
+    watcher = observer()
+    try:
+        store.start_batch(layout.batch_id, str(layout.root))
+        plans = _plan(layout.items, store.catalogue(), settings)
+        watcher.batch_started(layout.batch_id, len(plans), sum(len(p.planned) for p in plans))
+        cache_dir = settings.work_dir / "pages"
+        cache_dir.mkdir(parents=True, exist_ok=True)
+
+        collected: dict[int, list[PageResult]] = {i: [] for i in range(len(plans))}
+        next_item = 0
+
+        def settle(upto: int) -> None:
+            """Finish every item before `upto` whose pages are all in, in batch order."""
+            nonlocal next_item
+            while next_item < upto:
+                plan = plans[next_item]
+                if plan.reused is None and len(collected[next_item]) < len(plan.planned):
+                    return
+                item = plan.reused or _finish_item(plan, collected.pop(next_item), layout.batch_id, settings)
+                index.index_item(process.index_document(item))
+                store.record_item(layout.batch_id, item)
+                report.items.append(item)
+                watcher.item_done(item)
+                next_item += 1
+
+        started_items: set[int] = set()
+        for i, page in _page_futures(plans, settings, cache_dir, window=settings.ocr.workers * 2):
+            if i not in started_items:
+                started_items.add(i)
+                watcher.item_started(plans[i].archive_code, len(plans[i].planned))
+            collected[i].append(page)
+            watcher.page_done(plans[i].archive_code, page)
+            settle(i + 1)
+        settle(len(plans))
+        report.seconds = time.monotonic() - started
+        report.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
+        path = report.write(settings.reports_dir)
+        store.finish_batch(layout.batch_id, "done", str(path), report.totals())
+        data = report.to_dict()
+        data["report_path"] = str(path)
+        return data
+    finally:
+        index.close()
+        store.close()
+
+
+def run_batch(batch_dir: Path, settings: Settings) -> dict[str, Any]:
+    """Run the flow with a thread pool sized by the OCR settings."""
+    runner = ThreadPoolTaskRunner(max_workers=settings.ocr.workers)  # type: ignore[arg-type]
+    return process_batch.with_options(task_runner=runner)(str(batch_dir), settings.model_dump(mode="json"))

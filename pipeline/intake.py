@@ -1,0 +1,86 @@
+"""Batch layout: find the item folders of a batch and refuse names that could escape it.
+
+Names from outside (folder names, archive codes) are never trusted as paths: an archive code
+must match a strict pattern before it is joined to any path we write.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.errors import BatchError, UnsafeNameError
+
+# Letters (Latin or CJK), digits, and . _ - inside; no leading dot, no "..", at most 100 chars.
+_ARCHIVE_CODE = re.compile(r"^[0-9A-Za-z\u4e00-\u9fff][0-9A-Za-z\u4e00-\u9fff._\-]{0,99}$")
+
+
+def validate_archive_code(code: str) -> str:
+    """Return the code if it is safe to use as a file name; UnsafeNameError says why not."""
+    if not code:
+        raise UnsafeNameError("empty archive code")
+    if ".." in code or "/" in code or "\\" in code or "\x00" in code:
+        raise UnsafeNameError(f"archive code {code!r} contains a path separator or '..'")
+    if not _ARCHIVE_CODE.match(code):
+        raise UnsafeNameError(
+            f"archive code {code!r} has characters outside letters, digits, '.', '_' and '-'"
+        )
+    return code
+
+
+@dataclass(frozen=True)
+class RejectedFolder:
+    name: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class BatchLayout:
+    batch_id: str
+    root: Path
+    items: tuple[tuple[str, Path], ...]  # (archive code, item folder)
+    rejected: tuple[RejectedFolder, ...] = field(default_factory=tuple)
+    loose_files: tuple[str, ...] = field(default_factory=tuple)
+
+
+def batch_id_for(root: Path) -> str:
+    """A readable, filesystem-safe id: the folder name cleaned, plus a short hash of its path."""
+    cleaned = re.sub(r"[^0-9A-Za-z\u4e00-\u9fff_-]+", "_", root.name).strip("_")[:60] or "batch"
+    digest = hashlib.sha256(str(root.resolve()).encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    return f"{cleaned}-{digest}"
+
+
+MARKER_FILES = {"ready", "batch.json", "batch.csv", "readme.txt", "readme.md", "reason.txt"}
+
+
+def read_layout(root: Path) -> BatchLayout:
+    """One subfolder per item, named by its archive code; anything else is reported, not read."""
+    if not root.exists():
+        raise BatchError(f"{root}: batch folder does not exist")
+    if not root.is_dir():
+        raise BatchError(f"{root}: is a file, not a batch folder (one subfolder per item expected)")
+    items: list[tuple[str, Path]] = []
+    rejected: list[RejectedFolder] = []
+    loose: list[str] = []
+    for entry in sorted(root.iterdir(), key=lambda p: p.name):
+        name = entry.name
+        if name.startswith(".") or name.lower() in {"thumbs.db", "desktop.ini"}:
+            continue
+        if entry.is_symlink():
+            rejected.append(RejectedFolder(name, "is a symbolic link; links are not followed"))
+            continue
+        if not entry.is_dir():
+            if name.lower() not in MARKER_FILES:
+                loose.append(name)
+            continue
+        try:
+            validate_archive_code(name)
+        except UnsafeNameError as exc:
+            rejected.append(RejectedFolder(name, f"folder name is not a valid archive code: {exc}"))
+            continue
+        items.append((name, entry))
+    if not items and not rejected:
+        raise BatchError(f"{root}: the batch is empty (no item folders named by archive code)")
+    return BatchLayout(batch_id_for(root), root, tuple(items), tuple(rejected), tuple(loose))

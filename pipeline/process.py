@@ -1,0 +1,363 @@
+"""The work on one page and one item, as plain functions the flow wraps in tasks.
+
+Every result is keyed by the SHA-256 of the source file plus the settings that shape it, so a
+re-run (or a run after a crash) redoes nothing that was finished.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import queue
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from pipeline import __version__, imaging, package, verify
+from pipeline.errors import PageReadError
+from pipeline.index.base import IndexItem, IndexPage
+from pipeline.models import (
+    CatalogueEntry,
+    Finding,
+    ItemResult,
+    OcrLine,
+    OcrPage,
+    PageResult,
+    PageSource,
+    Severity,
+    Verdict,
+)
+from pipeline.ocr import OcrEngine, create_engine
+from pipeline.pages import FileProblem, LoadedPage, list_pages, read_page, sha256_file
+from pipeline.settings import Settings
+
+log = logging.getLogger(__name__)
+RECORD_NAME = "record.json"
+MANIFEST_NAME = "manifest-sha256.txt"
+
+
+def settings_fingerprint(settings: Settings) -> str:
+    """Hash of the settings that shape page and package results."""
+    shaping = {
+        "imaging": settings.imaging.model_dump(exclude={"keep_work_images"}),
+        "ocr": settings.ocr.model_dump(exclude={"workers", "tesseract_timeout"}),
+        "package": settings.package.model_dump(),
+        "version": __version__,
+    }
+    return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- engines
+
+
+class EnginePool:
+    """One OCR engine per worker thread, created on first use and lent out one at a time."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings.ocr
+        self._idle: queue.Queue[OcrEngine] = queue.Queue()
+        self._created = 0
+
+    @contextmanager
+    def engine(self) -> Iterator[OcrEngine]:
+        try:
+            engine = self._idle.get_nowait()
+        except queue.Empty:
+            engine = create_engine(self._settings)
+            self._created += 1
+        try:
+            yield engine
+        finally:
+            self._idle.put(engine)
+
+    def judges(self, engine: OcrEngine) -> tuple[imaging.UpDownJudge, ...]:
+        from pipeline.ocr.tesseract import judge_up_down_osd
+
+        judges: list[imaging.UpDownJudge] = []
+        classifier = getattr(engine, "judge_up_down", None)
+        if classifier is not None:
+            judges.append(classifier)
+        threads = self._settings.engine_threads
+        judges.append(lambda gray: judge_up_down_osd(gray, threads=threads))
+        return tuple(judges)
+
+
+_POOLS: dict[str, EnginePool] = {}
+
+
+def engine_pool(settings: Settings) -> EnginePool:
+    key = settings.ocr.model_dump_json()
+    if key not in _POOLS:
+        _POOLS[key] = EnginePool(settings)
+    return _POOLS[key]
+
+
+# ---------------------------------------------------------------- pages
+
+
+def page_key(source_sha256: str, frame: int, fingerprint: str) -> str:
+    return hashlib.sha256(f"{source_sha256}:{frame}:{fingerprint}".encode()).hexdigest()[:32]
+
+
+def _page_to_json(page: PageResult) -> dict[str, Any]:
+    data = page.facts()
+    data.update(image_path=page.image_path, image_format=page.image_format, error=page.error,
+                engine=page.ocr.engine if page.ocr else None,
+                lines=[{"text": ln.text, "box": list(ln.box), "confidence": round(ln.confidence, 4)}
+                       for ln in (page.ocr.lines if page.ocr else ())])
+    return data
+
+
+def _page_from_json(data: dict[str, Any]) -> PageResult:
+    ocr = None
+    if data.get("engine"):
+        lines = tuple(OcrLine(ln["text"], tuple(ln["box"]), ln["confidence"]) for ln in data["lines"])  # type: ignore[arg-type]
+        ocr = OcrPage(data["engine"], lines, data["width"], data["height"])
+    return PageResult(
+        seq=data["page"], source=data["source"], frame=data["frame"],
+        source_sha256=data["source_sha256"], dpi=data["dpi"], dpi_assumed=data["dpi_assumed"],
+        rotation=data["rotation"], skew_deg=data["skew_deg"],
+        orientation_method=data["orientation_method"], blank=data["blank"],
+        confidence=data["confidence"], image_path=data["image_path"],
+        image_format=data["image_format"], width=data["width"], height=data["height"],
+        ocr=ocr, error=data["error"],
+    )
+
+
+def _write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    tmp.write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def process_page(
+    source: PageSource,
+    seq: int,
+    source_sha256: str,
+    settings: Settings,
+    pool: EnginePool,
+    cache_dir: Path,
+) -> PageResult:
+    """Read, clean and OCR one page, or take the cached result for the same bytes and settings."""
+    key = page_key(source_sha256, source.frame, settings_fingerprint(settings))
+    cached = cache_dir / f"{key}_page.json"
+    if cached.exists():
+        result = _page_from_json(json.loads(cached.read_text(encoding="utf-8")))
+        if result.error or (result.image_path and Path(result.image_path).exists()):
+            result.seq = seq
+            return result
+    result = PageResult(seq=seq, source=source.path.name, frame=source.frame, source_sha256=source_sha256)
+    try:
+        loaded = read_page(source)
+    except PageReadError as exc:
+        result.error = str(exc)
+        _write_json_atomic(cached, _page_to_json(result))
+        return result
+    imaging_settings = settings.imaging
+    result.dpi = loaded.dpi or imaging_settings.default_dpi
+    result.dpi_assumed = loaded.dpi is None
+    result.image_format = _image_format(loaded)
+    with pool.engine() as engine:
+        cleaned = imaging.clean_page(
+            loaded.pixels, result.dpi, max_skew=imaging_settings.max_skew_deg,
+            detect_orientation=imaging_settings.detect_orientation,
+            crop_borders=imaging_settings.crop_borders,
+            blank_threshold=imaging_settings.blank_ink_ratio, judges=pool.judges(engine),
+        )
+        del loaded
+        if not cleaned.blank:
+            result.ocr = engine.recognise(cleaned.image)
+            result.confidence = result.ocr.mean_confidence
+    result.rotation, result.skew_deg = cleaned.rotation, cleaned.skew_deg
+    result.orientation_method, result.blank = cleaned.orientation_method, cleaned.blank
+    result.height, result.width = cleaned.image.shape[:2]
+    result.image_path = str(package.encode_page_image(
+        cleaned.image, result.image_format, cache_dir / f"{key}_clean", settings.package.jpeg_quality))
+    _write_json_atomic(cached, _page_to_json(result))
+    return result
+
+
+def _image_format(loaded: LoadedPage) -> str:
+    """How the cleaned page is stored: JPEG stays JPEG, bilevel stays bilevel, the rest lossless."""
+    if loaded.source_format == "jpeg":
+        return "jpeg"
+    if loaded.bilevel:
+        return "bilevel"
+    return "gray" if loaded.pixels.ndim == 2 else "rgb"
+
+
+# ---------------------------------------------------------------- items
+
+
+def plan_item(item_dir: Path) -> tuple[list[tuple[PageSource, str]], list[FileProblem]]:
+    """The item's pages with the SHA-256 of each source file, and the files that are not pages."""
+    sources, problems = list_pages(item_dir)
+    digests: dict[Path, str] = {}
+    planned = []
+    for source in sources:
+        if source.path not in digests:
+            digests[source.path] = sha256_file(source.path)
+        planned.append((source, digests[source.path]))
+    return planned, problems
+
+
+def item_input_key(planned: list[tuple[PageSource, str]], problems: list[FileProblem],
+                   entry: CatalogueEntry | None, settings: Settings) -> str:
+    parts = [f"{s.path.name}:{s.frame}:{d}" for s, d in planned]
+    parts += [f"problem:{p.file}:{p.reason}" for p in problems]
+    parts.append(json.dumps(entry.to_dict() if entry else None, sort_keys=True, ensure_ascii=False))
+    parts.append(json.dumps(settings.verify.model_dump(), sort_keys=True))
+    parts.append(settings_fingerprint(settings))
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def reuse_packaged(archive_dir: Path, archive_code: str, input_key: str) -> ItemResult | None:
+    """The item as already archived, if it was made from the same inputs and is intact."""
+    folder = archive_dir / archive_code
+    record_path = folder / RECORD_NAME
+    if not record_path.exists():
+        return None
+    try:
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    pdf_path = folder / f"{archive_code}.pdf"
+    if record.get("input_key") != input_key or not pdf_path.exists():
+        return None
+    if sha256_file(pdf_path) != record.get("pdf_sha256"):
+        return None
+    return item_from_record(record, folder)
+
+
+def item_from_record(record: dict[str, Any], folder: Path) -> ItemResult:
+    entry = CatalogueEntry(**record["catalogue"]) if record.get("catalogue") else None
+    pages = [_page_from_json(p) for p in record["pages"]]
+    findings = [Finding(f["code"], f["message"], Severity(f["severity"]), f.get("page"), f.get("file"))
+                for f in record["findings"]]
+    return ItemResult(
+        archive_code=record["archive_code"], entry=entry, pages=pages, findings=findings,
+        verdict=Verdict(record["verdict"]), pdf_path=str(folder / f"{record['archive_code']}.pdf"),
+        record_path=str(folder / RECORD_NAME), pdf_sha256=record["pdf_sha256"],
+        pdfa_valid=record["pdfa"]["valid"], reused=True,
+    )
+
+
+def software_versions() -> dict[str, str]:
+    names = ["rapidocr-onnxruntime", "onnxruntime", "pytesseract", "pikepdf", "opencv-python-headless",
+             "opencc", "prefect"]
+    versions = {"archive-capture": __version__}
+    for name in names:
+        try:
+            versions[name] = version(name)
+        except Exception:  # noqa: BLE001 - a missing optional package is simply not listed
+            continue
+    tesseract = shutil.which("tesseract")
+    if tesseract:
+        import pytesseract
+
+        versions["tesseract"] = str(pytesseract.get_tesseract_version())
+    return versions
+
+
+def package_item(
+    archive_code: str,
+    entry: CatalogueEntry | None,
+    pages: list[PageResult],
+    file_problems: list[FileProblem],
+    input_key: str,
+    batch_id: str,
+    settings: Settings,
+) -> ItemResult:
+    """Verify the item, write its PDF/A and record into a staging folder, then move it into place."""
+    item = ItemResult(archive_code, entry, pages=sorted(pages, key=lambda p: p.seq))
+    item.findings = (verify.check_files(file_problems) + verify.check_pages(item.pages, settings.verify)
+                     + verify.check_catalogue(archive_code, entry, item.pages))
+    printable = [p for p in item.pages if p.readable and p.image_path]
+    if not printable:
+        item.findings.append(Finding("no_pages", f"{archive_code} has no readable page; nothing to package",
+                                     Severity.ERROR))
+        item.verdict = verify.verdict_of(item.findings, packaged=False)
+        return item
+
+    archive = settings.archive_dir
+    staging_root = archive / ".staging"
+    staging_root.mkdir(parents=True, exist_ok=True)
+    staging = staging_root / f"{archive_code}.{uuid.uuid4().hex}"
+    staging.mkdir()
+    try:
+        pdf = package.build_pdf([
+            package.PackagePage(Path(p.image_path), p.image_format, p.dpi or settings.imaging.default_dpi, p.ocr)
+            for p in printable if p.image_path
+        ])
+        package.write_metadata(pdf, archive_code, entry, f"Archive Capture {__version__}")
+        pdf_path = staging / f"{archive_code}.pdf"
+        outcome = package.save_pdfa(pdf, pdf_path)
+        pdf.close()
+        if not outcome.pdfa_valid:
+            item.findings.append(Finding("pdfa_invalid", "the PDF did not pass PDF/A-2b validation: "
+                                         + "; ".join(outcome.validator_findings[:5]), Severity.ERROR))
+        item.pdfa_valid = outcome.pdfa_valid
+        item.pdf_sha256 = sha256_file(pdf_path)
+        item.verdict = verify.verdict_of(item.findings, packaged=True)
+        record = build_record(item, input_key, batch_id, outcome.validator_findings)
+        _write_json_atomic(staging / RECORD_NAME, record)
+        (staging / MANIFEST_NAME).write_text(
+            f"{item.pdf_sha256}  {archive_code}.pdf\n{sha256_file(staging / RECORD_NAME)}  {RECORD_NAME}\n",
+            encoding="utf-8",
+        )
+        final = _move_into_place(staging, archive, archive_code)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    item.pdf_path = str(final / f"{archive_code}.pdf")
+    item.record_path = str(final / RECORD_NAME)
+    return item
+
+
+def build_record(item: ItemResult, input_key: str, batch_id: str, validator: tuple[str, ...]) -> dict[str, Any]:
+    return {
+        "archive_code": item.archive_code,
+        "catalogue": item.entry.to_dict() if item.entry else None,
+        "verdict": str(item.verdict),
+        "findings": [f.to_dict() for f in item.findings],
+        "pages": [_page_to_json(p) for p in item.pages],
+        "pdf": f"{item.archive_code}.pdf",
+        "pdf_sha256": item.pdf_sha256,
+        "pdfa": {"flavour": package.PDFA_FLAVOUR, "valid": item.pdfa_valid, "validator_findings": list(validator)},
+        "software": software_versions(),
+        "batch_id": batch_id,
+        "input_key": input_key,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def _move_into_place(staging: Path, archive: Path, archive_code: str) -> Path:
+    """Rename the finished staging folder into the archive; an older package is kept aside."""
+    final = archive / archive_code
+    if final.exists():
+        kept = archive / ".superseded" / f"{archive_code}.{datetime.now(UTC):%Y%m%dT%H%M%S%f}"
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(final, kept)
+    os.replace(staging, final)
+    return final
+
+
+def index_document(item: ItemResult) -> IndexItem:
+    """The index's view of an item: catalogue fields, visibility, and the text of each page."""
+    from pipeline.index.analysis import join_lines
+
+    entry = item.entry
+    fields = {k: str(v) for k, v in (entry.to_dict() if entry else {}).items()
+              if k not in ("archive_code", "title", "page_count")}
+    pages = tuple(IndexPage(p.seq, join_lines([ln.text for ln in p.ocr.lines]))
+                  for p in item.pages if p.ocr and p.ocr.lines)
+    title = (entry.title if entry and entry.title else "") or item.archive_code
+    return IndexItem(item.archive_code, title, fields, pages, visible=True)
+

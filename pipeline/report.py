@@ -1,0 +1,64 @@
+"""The batch report: what happened to every item, as JSON for machines and counts for people."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pipeline.models import ItemResult, Severity, Verdict
+
+
+@dataclass
+class BatchReport:
+    batch_id: str
+    batch_dir: str
+    started_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    finished_at: str = ""
+    items: list[ItemResult] = field(default_factory=list)
+    rejected: list[dict[str, str]] = field(default_factory=list)  # folders not taken as items
+    loose_files: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def totals(self) -> dict[str, Any]:
+        verdicts = Counter(str(i.verdict) for i in self.items)
+        pages = sum(i.page_count for i in self.items)
+        flags = sum(1 for i in self.items for f in i.findings if f.severity != Severity.INFO)
+        return {
+            "items": len(self.items),
+            "pages": pages,
+            "blank_pages": sum(i.blank_pages for i in self.items),
+            "passed": verdicts.get(str(Verdict.PASSED), 0),
+            "needs_qa": verdicts.get(str(Verdict.NEEDS_QA), 0),
+            "failed": verdicts.get(str(Verdict.FAILED), 0),
+            "flags": flags,
+            "rejected_folders": len(self.rejected),
+            "reused": sum(1 for i in self.items if i.reused),
+            "seconds": round(self.seconds, 1),
+            "pages_per_minute": round(pages / self.seconds * 60, 1) if self.seconds else None,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "batch_id": self.batch_id,
+            "batch_dir": self.batch_dir,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "totals": self.totals(),
+            "items": [i.summary() for i in self.items],
+            "rejected_folders": self.rejected,
+            "loose_files": self.loose_files,
+        }
+
+    def write(self, folder: Path) -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{self.batch_id}.json"
+        tmp = folder / f".{path.name}.{uuid.uuid4().hex}.tmp"
+        tmp.write_text(json.dumps(self.to_dict(), ensure_ascii=False, indent=2), encoding="utf-8")
+        os.replace(tmp, path)
+        return path
