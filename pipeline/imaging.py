@@ -176,17 +176,21 @@ def crop_dark_borders(image: np.ndarray, dark_share: float = 0.5) -> np.ndarray:
 
 
 def ink_ratio(gray: np.ndarray, dpi: int) -> float:
-    """Share of the page covered by ink marks bigger than scanner speckles."""
+    """Share of the page covered by ink marks bigger than scanner speckles.
+
+    A frame of 3% on each side is ignored: scanner edges, shadows and punch holes live there.
+    """
     small = _shrink(gray, 1200)
-    mask = ink_mask(small)
+    h, w = small.shape
+    fy, fx = int(h * 0.03), int(w * 0.03)
+    inner = small[fy : h - fy, fx : w - fx]
+    mask = ink_mask(inner)
     count, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     # a speckle: smaller than about 0.25 mm square at the working resolution
-    working_dpi = dpi * small.shape[0] / gray.shape[0]
+    working_dpi = dpi * h / gray.shape[0]
     min_area = max(3, int((working_dpi * 0.25 / 25.4) ** 2))
     areas = stats[1:, cv2.CC_STAT_AREA]
-    ink = int(areas[areas >= min_area].sum())
-    # ignore a frame of 3% on each side: scanner edges and punch holes live there
-    return ink / float(small.size)
+    return int(areas[areas >= min_area].sum()) / float(inner.size)
 
 
 def is_blank(gray: np.ndarray, dpi: int, threshold: float) -> tuple[bool, float]:
@@ -201,7 +205,7 @@ def clean_page(
     max_skew: float = 10.0,
     detect_orientation: bool = True,
     crop_borders: bool = True,
-    blank_threshold: float = 0.0015,
+    blank_threshold: float = 0.0001,
     judges: tuple[UpDownJudge, ...] = (),
 ) -> CleanedPage:
     """Turn a scanned page upright, deskew it, crop dark borders and test it for blankness."""

@@ -23,7 +23,7 @@ class ImagingSettings(BaseModel):
     max_skew_deg: float = Field(10.0, gt=0, le=45)
     detect_orientation: bool = True
     crop_borders: bool = True
-    blank_ink_ratio: float = Field(0.0015, ge=0, le=1)
+    blank_ink_ratio: float = Field(0.0001, ge=0, le=1)
     keep_work_images: bool = False
 
 

@@ -1,0 +1,49 @@
+# Archive Capture: `make run` processes the bundled sample batch, `make test` runs the tests.
+# Both install what is missing first: Debian packages, a virtual environment, the project.
+
+VENV        ?= .venv
+PYTHON      ?= python3
+APT_PACKAGES = tesseract-ocr tesseract-ocr-chi-sim tesseract-ocr-chi-tra tesseract-ocr-eng \
+               tesseract-ocr-osd poppler-utils fonts-noto-cjk
+SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: run test setup system lint samples bench clean-home
+
+setup: system $(VENV)/.installed
+
+system:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "Installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e ".[dev]"
+	touch $@
+
+run: setup
+	$(VENV)/bin/capture run samples/batch --catalogue samples/catalogue.csv
+	@echo
+	@echo "Example search: capture search 理赔申请"
+	$(VENV)/bin/capture search 理赔申请 --limit 3
+
+test: setup
+	$(VENV)/bin/ruff check pipeline tests benchmarks
+	$(VENV)/bin/python -m pytest
+
+lint: setup
+	$(VENV)/bin/ruff check pipeline tests benchmarks
+	$(VENV)/bin/mypy pipeline
+
+samples: setup
+	$(VENV)/bin/python samples/make_samples.py
+
+bench: setup
+	$(VENV)/bin/python benchmarks/run.py
+
+clean-home:
+	rm -rf capture-home

@@ -1,0 +1,95 @@
+"""Shared fixtures: real Tesseract, RapidOCR, pikepdf, SQLite and Prefect; no mocks."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "samples"
+DEV_SCANS = ROOT.parent / "shared" / "data" / "dev-scans"
+
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+
+def _load_samples_module():  # type: ignore[no-untyped-def]
+    spec = importlib.util.spec_from_file_location("make_samples", SAMPLES / "make_samples.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["make_samples"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+make_samples = _load_samples_module()
+
+
+@pytest.fixture(scope="session")
+def samples_module():  # type: ignore[no-untyped-def]
+    return make_samples
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test writes to the checkout's capture-home."""
+    if "CAPTURE_HOME" not in os.environ:
+        monkeypatch.setenv("CAPTURE_HOME", str(tmp_path_factory.mktemp("home")))
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():  # type: ignore[no-untyped-def]
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="session")
+def rapid_engine():  # type: ignore[no-untyped-def]
+    from pipeline.ocr.rapid import RapidOcrEngine
+
+    return RapidOcrEngine(threads=2)
+
+
+def make_settings(home: Path, **overrides):  # type: ignore[no-untyped-def]
+    from pipeline.settings import Settings
+
+    settings = Settings(home=str(home), **overrides)
+    settings.ensure_dirs()
+    return settings
+
+
+def import_catalogue(settings, path: Path) -> None:  # type: ignore[no-untyped-def]
+    from pipeline.catalog import read_catalogue
+    from pipeline.store import Store
+
+    store = Store(settings.state_path)
+    try:
+        store.import_catalogue(read_catalogue(path).entries, str(path))
+    finally:
+        store.close()
+
+
+@pytest.fixture(scope="session")
+def sample_run(tmp_path_factory: pytest.TempPathFactory, prefect_harness):  # type: ignore[no-untyped-def]
+    """The bundled sample batch processed once through the real flow."""
+    from pipeline.flows.batch import run_batch
+
+    home = tmp_path_factory.mktemp("sample-home")
+    batch = tmp_path_factory.mktemp("sample-batch") / "batch"
+    shutil.copytree(SAMPLES / "batch", batch)
+    settings = make_settings(home)
+    import_catalogue(settings, SAMPLES / "catalogue.csv")
+    report = run_batch(batch, settings)
+    return settings, report, batch
+
+
+def items_by_code(report):  # type: ignore[no-untyped-def]
+    return {item["archive_code"]: item for item in report["items"]}

@@ -1,0 +1,92 @@
+"""The `capture` command as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import SAMPLES
+
+CAPTURE = [sys.executable, "-m", "pipeline.cli"]
+
+
+def _run(args: list[str], home: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    environment = {**os.environ, "CAPTURE_HOME": str(home), **env}
+    return subprocess.run(CAPTURE + args, capture_output=True, text=True, env=environment, timeout=600)
+
+
+def test_catalogue_import_reports_bad_rows(tmp_path: Path) -> None:
+    path = tmp_path / "c.csv"
+    path.write_bytes("档号,页数\r\nA-1,2\r\n,3\r\nA-3,x\r\n".encode("gbk"))
+    result = _run(["catalogue", "import", str(path)], tmp_path / "home")
+    assert result.returncode == 0, result.stderr
+    assert "1 rows imported, 2 rejected" in result.stdout
+    assert "row 3" in result.stderr and "row 4" in result.stderr
+
+
+def test_run_refuses_a_missing_batch_with_a_clear_message(tmp_path: Path) -> None:
+    result = _run(["run", str(tmp_path / "nope")], tmp_path / "home")
+    assert result.returncode == 4
+    assert "does not exist" in result.stderr
+
+
+def test_search_does_not_start_prefect(tmp_path: Path) -> None:
+    from pipeline.index.base import IndexItem, IndexPage
+    from pipeline.index.sqlite import SqliteIndex
+
+    home = tmp_path / "home"
+    index = SqliteIndex(home / "index.sqlite")
+    index.index_item(IndexItem("A-1", "投保单", {"year": "2012"}, (IndexPage(3, "養老保險待遇核定表"),)))
+    index.close()
+    code = ("import sys; from typer.testing import CliRunner; from pipeline.cli import app;"
+            "r = CliRunner().invoke(app, ['search', '养老保险', '--json']);"
+            "print(r.output); print('PREFECT', 'prefect' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env={**os.environ, "CAPTURE_HOME": str(home)}, timeout=120)
+    assert "PREFECT False" in result.stdout, result.stdout + result.stderr
+    hits = json.loads(result.stdout.split("PREFECT")[0])
+    assert hits[0]["archive_code"] == "A-1" and hits[0]["page"] == 3
+    assert {"archive_code", "page", "title", "snippet"} <= set(hits[0])
+    human = _run(["search", "待遇", "--year", "2012"], home)
+    assert "A-1" in human.stdout and "page 3" in human.stdout
+    assert "No page matches" in _run(["search", "待遇", "--year", "1999"], home).stdout
+
+
+def test_settings_come_from_toml_and_environment(tmp_path: Path) -> None:
+    from pipeline.settings import Settings
+
+    os.environ.pop("CAPTURE_OCR__ENGINE", None)
+    assert Settings().ocr.engine == "rapidocr"
+    extra = tmp_path / "office.toml"
+    extra.write_text("[verify]\nmin_dpi = 150\n", encoding="utf-8")
+    os.environ["CAPTURE_CONFIG"] = str(extra)
+    os.environ["CAPTURE_OCR__ENGINE"] = "tesseract"
+    try:
+        settings = Settings()
+        assert settings.ocr.engine == "tesseract" and settings.verify.min_dpi == 150
+    finally:
+        del os.environ["CAPTURE_CONFIG"], os.environ["CAPTURE_OCR__ENGINE"]
+    assert Settings(home=str(tmp_path / "a")).index_path != Settings(home=str(tmp_path / "b")).index_path
+
+
+@pytest.mark.slow
+def test_two_homes_never_touch_each_other(tmp_path: Path) -> None:
+    """A whole `capture run` in a fresh process, with its own Prefect database in CAPTURE_HOME."""
+    batch = tmp_path / "batch"
+    item = batch / "SB02-2015-CB-D30-0004"
+    item.mkdir(parents=True)
+    (item / "scan.pdf").write_bytes((SAMPLES / "batch" / "SB02-2015-CB-D30-0004" / "scan.pdf").read_bytes())
+    home_a, home_b = tmp_path / "a", tmp_path / "b"
+    result = _run(["run", str(batch), "--catalogue", str(SAMPLES / "catalogue.csv")], home_a)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 items, 2 pages" in result.stdout
+    assert (home_a / "prefect").is_dir() and (home_a / "archive" / "SB02-2015-CB-D30-0004").is_dir()
+    assert not home_b.exists()
+    found = _run(["search", "参保", "--json"], home_a)
+    assert json.loads(found.stdout)[0]["archive_code"] == "SB02-2015-CB-D30-0004"
+    assert _run(["search", "参保"], home_b).returncode == 2

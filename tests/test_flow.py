@@ -1,0 +1,192 @@
+"""The whole batch through the real Prefect flow: samples, re-runs and bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pikepdf
+import pikepdf.pdfa
+import pytest
+
+from pipeline.errors import BatchError
+from pipeline.index.base import SearchQuery
+from pipeline.index.sqlite import SqliteIndex
+from tests.conftest import import_catalogue, items_by_code, make_settings
+
+pytestmark = pytest.mark.slow
+
+
+def _tree_digest(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file() and not p.is_symlink()}
+
+
+def test_sample_batch_items_and_verdicts(sample_run) -> None:  # type: ignore[no-untyped-def]
+    _, report, _ = sample_run
+    items = items_by_code(report)
+    assert set(items) == {"BX01-2012-CB-D10-0001", "BX01-2013-BQ-D10-0002", "BX01-2014-LP-D6-0003",
+                          "SB02-2015-CB-D30-0004"}
+    assert report["totals"]["pages"] == 12 and report["totals"]["blank_pages"] == 1
+    assert items["BX01-2012-CB-D10-0001"]["verdict"] == "passed"
+    # the blank page is counted separately and not held against 页数 = 2
+    blank_item = items["BX01-2013-BQ-D10-0002"]
+    assert blank_item["pages"] == 3 and blank_item["blank_pages"] == 1 and blank_item["verdict"] == "passed"
+    assert [f["code"] for f in blank_item["findings"]] == ["blank_page"]
+    mismatch = items["BX01-2014-LP-D6-0003"]
+    assert mismatch["verdict"] == "needs_qa"
+    finding = next(f for f in mismatch["findings"] if f["code"] == "page_count_mismatch")
+    assert "4" in finding["message"] and "3" in finding["message"]
+    assert Path(report["report_path"]).exists()
+
+
+def test_page_facts_record_rotation_skew_and_blank(sample_run) -> None:  # type: ignore[no-untyped-def]
+    settings, _, batch = sample_run
+    record = json.loads((settings.archive_dir / "BX01-2013-BQ-D10-0002" / "record.json").read_text())
+    pages = record["pages"]
+    assert [p["rotation"] for p in pages] == [0, 180, 0]
+    assert abs(pages[0]["skew_deg"] - -1.2) <= 0.1 and abs(pages[1]["skew_deg"] - 0.8) <= 0.1
+    assert [p["blank"] for p in pages] == [False, False, True]
+    source = batch / "BX01-2013-BQ-D10-0002" / "0001.png"
+    assert pages[0]["source_sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
+    assert record["catalogue"]["policyholder"] == "李秀英"
+    assert record["software"]["pikepdf"] and record["software"]["tesseract"]
+    pdf = settings.archive_dir / "BX01-2013-BQ-D10-0002" / "BX01-2013-BQ-D10-0002.pdf"
+    assert record["pdf_sha256"] == hashlib.sha256(pdf.read_bytes()).hexdigest()
+    manifest = (pdf.parent / "manifest-sha256.txt").read_text()
+    assert record["pdf_sha256"] in manifest
+
+
+def test_every_package_is_valid_pdfa_with_a_text_layer(sample_run) -> None:  # type: ignore[no-untyped-def]
+    settings, report, _ = sample_run
+    for item in report["items"]:
+        pdf = Path(item["pdf"])
+        assert item["pdfa_valid"]
+        assert pikepdf.pdfa.validate_written(pdf, "2b").passed
+        with pikepdf.open(pdf) as doc:
+            assert len(doc.pages) == item["pages"]
+            assert doc.open_metadata()["dc:identifier"] == item["archive_code"]
+        text = subprocess.run(["pdftotext", "-enc", "UTF-8", str(pdf), "-"], capture_output=True,
+                              text=True, check=True).stdout
+        assert not re.search(r"[\u4e00-\u9fff] +[\u4e00-\u9fff]", text)
+    claim = subprocess.run(["pdftotext", "-f", "1", "-l", "1", "-enc", "UTF-8",
+                            str(settings.archive_dir / "BX01-2014-LP-D6-0003" / "BX01-2014-LP-D6-0003.pdf"),
+                            "-"], capture_output=True, text=True, check=True).stdout
+    assert "理賠申請書" in claim and "P2014-008910" in claim
+
+
+def test_sample_search_finds_traditional_item_with_simplified_query(sample_run) -> None:  # type: ignore[no-untyped-def]
+    settings, _, _ = sample_run
+    index = SqliteIndex(settings.index_path)
+    hits = index.search(SearchQuery("理赔申请", limit=50)).hits
+    assert {h.archive_code for h in hits} == {"BX01-2014-LP-D6-0003"}
+    assert {h.archive_code for h in index.search(SearchQuery("参保登记")).hits} == {"SB02-2015-CB-D30-0004"}
+    assert {h.archive_code for h in index.search(SearchQuery("P2012-000123")).hits} == {"BX01-2012-CB-D10-0001"}
+    index.close()
+
+
+def test_rerunning_the_batch_redoes_nothing_and_duplicates_nothing(sample_run) -> None:  # type: ignore[no-untyped-def]
+    from pipeline.flows.batch import run_batch
+
+    settings, first, batch = sample_run
+    index = SqliteIndex(settings.index_path)
+    before = index.count_pages()
+    pdfs = {i["archive_code"]: Path(i["pdf"]).stat().st_mtime_ns for i in first["items"]}
+    again = run_batch(batch, settings)
+    assert all(item["reused"] for item in again["items"])
+    assert {i["archive_code"]: Path(i["pdf"]).stat().st_mtime_ns for i in again["items"]} == pdfs
+    assert index.count_pages() == before
+    assert {h.page for h in index.search(SearchQuery("保全变更", archive_code="BX01-2013-BQ-D10-0002",
+                                                     limit=50)).hits} == {1, 2}
+    index.close()
+    from pipeline.store import Store
+
+    store = Store(settings.state_path)
+    assert len(store.findings("BX01-2014-LP-D6-0003")) == 1
+    store.close()
+
+
+@pytest.fixture(scope="module")
+def bad_batch(tmp_path_factory, samples_module, prefect_harness):  # type: ignore[no-untyped-def]
+    """A batch full of the bad input the issue lists, around one good item."""
+    from pipeline.flows.batch import run_batch
+
+    root = tmp_path_factory.mktemp("bad")
+    batch = root / "batch"
+    outside = root / "outside"
+    outside.mkdir()
+    (outside / "secret.png").write_bytes(b"not yours")
+    page = samples_module.render_page("投保单", ["保险合同号P1的投保单。"], [], size_mm=(148, 105), seed=7)
+    good = batch / "GOOD-0001"
+    good.mkdir(parents=True)
+    page.save(good / "0001.png", dpi=(300, 300))
+    (good / "0002.png").write_bytes(b"")  # zero bytes
+    (good / "0003.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")  # corrupt
+    (good / "notes.txt").write_text("scanner notes", encoding="utf-8")  # a text file among images
+    locked = pikepdf.new()
+    locked.add_blank_page()
+    locked.save(good / "0004.pdf", encryption=pikepdf.Encryption(owner="o", user="secret"))
+    (batch / "BAD NAME;rm -rf").mkdir()
+    (batch / "BAD NAME;rm -rf" / "0001.png").write_bytes(b"x")
+    (batch / "x..y").mkdir()
+    os.symlink(outside, batch / "ESCAPE-0001")
+    (batch / "UNKNOWN-0009").mkdir()
+    page.save(batch / "UNKNOWN-0009" / "0001.png")  # no DPI in the file
+    catalogue = root / "catalogue.csv"
+    catalogue.write_text("档号,页数\r\nGOOD-0001,1\r\n", encoding="utf-8")
+    home = root / "home"
+    settings = make_settings(home)
+    import_catalogue(settings, catalogue)
+    before = _tree_digest(root / "batch") | {"outside/secret.png": "kept"}
+    report = run_batch(batch, settings)
+    return settings, report, batch, before, root
+
+
+def test_bad_files_become_findings_and_the_rest_goes_on(bad_batch) -> None:  # type: ignore[no-untyped-def]
+    _, report, _, _, _ = bad_batch
+    good = items_by_code(report)["GOOD-0001"]
+    messages = {f["file"]: f["message"] for f in good["findings"] if f["code"] == "unreadable_file"}
+    assert "0 bytes" in messages["0002.png"]
+    assert "0003.jpg" in messages and "cannot be read" in messages["0003.jpg"]
+    assert "not a page image" in messages["notes.txt"]
+    assert "password-protected" in messages["0004.pdf"]
+    assert good["pages"] == 1 and good["pdfa_valid"] and good["verdict"] == "needs_qa"
+    assert not [f for f in good["findings"] if f["code"] == "page_count_mismatch"]
+
+
+def test_unsafe_folders_are_rejected_by_name(bad_batch) -> None:  # type: ignore[no-untyped-def]
+    _, report, _, _, _ = bad_batch
+    rejected = {r["folder"]: r["reason"] for r in report["rejected_folders"]}
+    assert "not a valid archive code" in rejected["BAD NAME;rm -rf"]
+    assert "'..'" in rejected["x..y"]
+    assert "symbolic link" in rejected["ESCAPE-0001"]
+    unknown = items_by_code(report)["UNKNOWN-0009"]
+    codes = {f["code"] for f in unknown["findings"]}
+    assert {"unknown_item", "dpi_missing"} <= codes
+
+
+def test_originals_are_untouched_and_nothing_is_written_outside_home(bad_batch) -> None:  # type: ignore[no-untyped-def]
+    settings, _, batch, before, root = bad_batch
+    assert _tree_digest(batch) | {"outside/secret.png": "kept"} == before
+    assert sorted(p.name for p in (root / "outside").iterdir()) == ["secret.png"]
+    assert sorted(p.name for p in root.iterdir()) == ["batch", "catalogue.csv", "home", "outside"]
+    archived = sorted(p.name for p in settings.archive_dir.iterdir() if not p.name.startswith("."))
+    assert archived == ["GOOD-0001", "UNKNOWN-0009"]
+
+
+def test_a_batch_that_is_a_file_or_empty_is_refused(tmp_path: Path) -> None:
+    from pipeline.intake import read_layout
+
+    afile = tmp_path / "batch.zip"
+    afile.write_bytes(b"zip")
+    with pytest.raises(BatchError, match="is a file"):
+        read_layout(afile)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BatchError, match="empty"):
+        read_layout(tmp_path / "empty")
+    with pytest.raises(BatchError, match="does not exist"):
+        read_layout(tmp_path / "nope")

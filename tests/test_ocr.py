@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.errors import OcrTimeoutError
+from pipeline.ocr import normalise_text
+from pipeline.ocr.tesseract import TesseractEngine, judge_up_down_osd
+
+LINES = ["养老保险待遇核定表已经审核完毕。", "保险合同号 P2012-000123"]
+
+
+def _page(samples_module, script: str = "simp"):  # type: ignore[no-untyped-def]
+    img = samples_module.render_page("", LINES, [], script=script, size_mm=(210, 80), seed=2)
+    return np.asarray(img)
+
+
+def test_normalise_folds_width_and_removes_spaces_between_chinese() -> None:
+    assert normalise_text("保 险  合同　号：ＡＢＣ１２３") == "保险合同号:ABC123"
+    assert normalise_text("policy  No. 12") == "policy No. 12"
+    assert normalise_text("合同 P123 号") == "合同 P123 号"
+
+
+def test_rapidocr_reads_chinese_with_boxes_and_confidence(samples_module, rapid_engine) -> None:  # type: ignore[no-untyped-def]
+    page = rapid_engine.recognise(_page(samples_module))
+    assert "养老保险待遇核定表" in page.text
+    assert "P2012-000123" in page.text.replace(" ", "")
+    assert page.mean_confidence is not None and page.mean_confidence > 0.9
+    first = page.lines[0]
+    x0, y0, x1, y1 = first.box
+    assert 0 <= x0 < x1 <= page.width and 0 <= y0 < y1 <= page.height
+    assert first.char_boxes, "RapidOCR gives character boxes"
+
+
+def test_tesseract_reads_chinese(samples_module) -> None:  # type: ignore[no-untyped-def]
+    engine = TesseractEngine()
+    page = engine.recognise(_page(samples_module))
+    text = page.text.replace(" ", "")
+    assert "保险" in text
+    assert "000123" in text
+    assert all(0 <= line.confidence <= 1 for line in page.lines)
+
+
+def test_tesseract_timeout_is_a_transient_error(samples_module) -> None:  # type: ignore[no-untyped-def]
+    engine = TesseractEngine(timeout=0.01)
+    with pytest.raises(OcrTimeoutError):
+        engine.recognise(_page(samples_module))
+
+
+def test_osd_never_fails_the_page_on_traditional_text(samples_module) -> None:  # type: ignore[no-untyped-def]
+    verdict = judge_up_down_osd(_page(samples_module, script="trad"))
+    assert verdict is None or verdict[1] == "tesseract-osd"
+
+
+def test_engine_threads_do_not_touch_the_parent_environment() -> None:
+    import os
+
+    before = os.environ.get("OMP_THREAD_LIMIT")
+    TesseractEngine(threads=1)
+    from pipeline.ocr.tesseract import tesseract_command
+
+    wrapper = tesseract_command(1)
+    assert "OMP_THREAD_LIMIT=1" in open(wrapper).read()
+    assert os.environ.get("OMP_THREAD_LIMIT") == before
