@@ -32,11 +32,14 @@ run: setup
 	$(VENV)/bin/capture search 理赔申请 --limit 3
 
 test: setup
-	$(VENV)/bin/ruff check pipeline tests benchmarks
+	$(VENV)/bin/ruff check pipeline tests benchmarks samples
+	$(VENV)/bin/ruff format --check pipeline tests benchmarks samples
+	$(VENV)/bin/mypy pipeline
 	$(VENV)/bin/python -m pytest
 
 lint: setup
-	$(VENV)/bin/ruff check pipeline tests benchmarks
+	$(VENV)/bin/ruff format pipeline tests benchmarks samples
+	$(VENV)/bin/ruff check --fix pipeline tests benchmarks samples
 	$(VENV)/bin/mypy pipeline
 
 samples: setup

@@ -17,7 +17,15 @@ from pipeline.models import CatalogueEntry, CatalogueLoad, RowProblem
 # Accepted header spellings (compared after stripping spaces and lower-casing) per field.
 HEADERS: dict[str, tuple[str, ...]] = {
     "archive_code": ("档号", "檔號", "archive code", "archive_code", "archivecode", "reference code"),
-    "policy_number": ("保险合同号", "保險合同號", "合同号", "保单号", "policy number", "policy_number", "policy no"),
+    "policy_number": (
+        "保险合同号",
+        "保險合同號",
+        "合同号",
+        "保单号",
+        "policy number",
+        "policy_number",
+        "policy no",
+    ),
     "policyholder": ("投保人", "policyholder", "policy holder"),
     "job_serial": ("作业流水号", "作業流水號", "流水号", "job serial number", "job_serial", "job serial"),
     "page_count": ("页数", "頁數", "page count", "page_count", "pages"),

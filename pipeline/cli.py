@@ -15,11 +15,14 @@ from rich.table import Table
 from rich.text import Text
 
 from pipeline.errors import CaptureError
-from pipeline.models import ItemResult, PageResult, Verdict
+from pipeline.models import ItemResult, PageResult
 from pipeline.settings import Settings, load_settings
 
-app = typer.Typer(help="Archive Capture: scanned batches to validated, searchable PDF/A items.",
-                  no_args_is_help=True, add_completion=False)
+app = typer.Typer(
+    help="Archive Capture: scanned batches to validated, searchable PDF/A items.",
+    no_args_is_help=True,
+    add_completion=False,
+)
 catalogue_app = typer.Typer(help="Catalogue (归档目录) commands.", no_args_is_help=True)
 app.add_typer(catalogue_app, name="catalogue")
 # Piped output (CI logs, `make run | tee`) gets a readable width instead of Rich's 80 columns.
@@ -99,10 +102,13 @@ class RichObserver:
             self.progress.remove_task(task)
         if item.reused:
             self.progress.advance(self.batch_task, item.page_count)
-        mark = {"passed": "[green]✓[/]", "needs_qa": "[yellow]QA[/]", "failed": "[red]✗[/]"}[str(item.verdict)]
+        mark = {"passed": "[green]✓[/]", "needs_qa": "[yellow]QA[/]", "failed": "[red]✗[/]"}[
+            str(item.verdict)
+        ]
         note = " (already archived, reused)" if item.reused else ""
-        self.progress.console.print(f"{mark} {item.archive_code}: {item.page_count} pages, "
-                                    f"{len(item.findings)} findings{note}")
+        self.progress.console.print(
+            f"{mark} {item.archive_code}: {item.page_count} pages, {len(item.findings)} findings{note}"
+        )
 
 
 def _prefect_environment(settings: Settings) -> None:
@@ -125,17 +131,25 @@ def _summary_table(report: dict[str, Any]) -> Table:
     for item in report["items"]:
         flags = [f["code"] for f in item["findings"] if f["severity"] != "info"]
         table.add_row(
-            item["archive_code"], item["title"] or "", str(item["pages"]), str(item["blank_pages"]),
+            item["archive_code"],
+            item["title"] or "",
+            str(item["pages"]),
+            str(item["blank_pages"]),
             "" if item["catalogue_pages"] is None else str(item["catalogue_pages"]),
-            Text(item["verdict"], style=colours[item["verdict"]]), ", ".join(sorted(set(flags))) or "-",
+            Text(item["verdict"], style=colours[item["verdict"]]),
+            ", ".join(sorted(set(flags))) or "-",
         )
     return table
 
 
 @app.command()
 def run(
-    batch_dir: Annotated[Path, typer.Argument(help="Batch folder: one subfolder per item, named by archive code")],
-    catalogue: Annotated[Path | None, typer.Option("--catalogue", "-c", help="Import this catalogue first")] = None,
+    batch_dir: Annotated[
+        Path, typer.Argument(help="Batch folder: one subfolder per item, named by archive code")
+    ],
+    catalogue: Annotated[
+        Path | None, typer.Option("--catalogue", "-c", help="Import this catalogue first")
+    ] = None,
 ) -> None:
     """Process a batch folder end to end: clean, OCR, verify, package as PDF/A, index."""
     from pipeline.intake import read_layout
@@ -152,8 +166,9 @@ def run(
     from pipeline.flows.batch import run_batch
     from pipeline.progress import set_observer
 
-    console.print(f"Processing [bold]{batch_dir}[/] (OCR engine: {settings.ocr.engine}, "
-                  f"output: {settings.home_dir})")
+    console.print(
+        f"Processing [bold]{batch_dir}[/] (OCR engine: {settings.ocr.engine}, output: {settings.home_dir})"
+    )
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=False) as progress:
         set_observer(RichObserver(progress))
@@ -208,8 +223,16 @@ def search(
         raise typer.Exit(2)
     backend = open_backend(settings)
     try:
-        result = backend.search(SearchQuery(query, year=year, stage=stage, archive_code=archive_code,
-                                            limit=limit, offset=(page - 1) * limit))
+        result = backend.search(
+            SearchQuery(
+                query,
+                year=year,
+                stage=stage,
+                archive_code=archive_code,
+                limit=limit,
+                offset=(page - 1) * limit,
+            )
+        )
     finally:
         backend.close()
     if as_json:
@@ -220,7 +243,9 @@ def search(
         return
     console.print(f"{result.total} pages match {query!r}" + (f" (page {page})" if page > 1 else "") + ":")
     for hit in result.hits:
-        console.print(Text.assemble((hit.archive_code, "bold cyan"), f"  page {hit.page}  ", (hit.title, "bold")))
+        console.print(
+            Text.assemble((hit.archive_code, "bold cyan"), f"  page {hit.page}  ", (hit.title, "bold"))
+        )
         console.print(Text("    ") + _marked(hit.snippet, hit.highlights))
 
 

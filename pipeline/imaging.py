@@ -140,7 +140,11 @@ def deskew(image: np.ndarray, angle: float) -> np.ndarray:
     matrix = cv2.getRotationMatrix2D((w / 2, h / 2), -angle, 1.0)
     fill = paper_colour(image)
     return cv2.warpAffine(
-        image, matrix, (w, h), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_CONSTANT,
+        image,
+        matrix,
+        (w, h),
+        flags=cv2.INTER_CUBIC,
+        borderMode=cv2.BORDER_CONSTANT,
         borderValue=fill if len(fill) > 1 else fill[0],
     )
 
@@ -217,9 +221,7 @@ def clean_page(
         return CleanedPage(image, 0, 0.0, "blank", True, ratio)
 
     turns, skew = (
-        estimate_axis_and_skew(gray, max_skew)
-        if detect_orientation
-        else (0, estimate_skew(gray, max_skew))
+        estimate_axis_and_skew(gray, max_skew) if detect_orientation else (0, estimate_skew(gray, max_skew))
     )
     image = deskew(rotate_quarter_turns(image, turns), skew.angle)
     method = "profile"

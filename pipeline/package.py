@@ -59,24 +59,45 @@ def _glyphless_font(pdf: Pdf) -> Dictionary:
     font_bytes = (Path(__file__).parent / "data" / "glyphless.ttf").read_bytes()
     font_file = Stream(pdf, font_bytes)
     font_file.Length1 = len(font_bytes)
-    descriptor = pdf.make_indirect(Dictionary(
-        Type=Name.FontDescriptor, FontName=Name.GlyphLessFont, Flags=5,
-        FontBBox=Array([0, 0, 500, 1000]), ItalicAngle=0, Ascent=1000, Descent=0,
-        CapHeight=1000, StemV=80, FontFile2=pdf.make_indirect(font_file),
-    ))
+    descriptor = pdf.make_indirect(
+        Dictionary(
+            Type=Name.FontDescriptor,
+            FontName=Name.GlyphLessFont,
+            Flags=5,
+            FontBBox=Array([0, 0, 500, 1000]),
+            ItalicAngle=0,
+            Ascent=1000,
+            Descent=0,
+            CapHeight=1000,
+            StemV=80,
+            FontFile2=pdf.make_indirect(font_file),
+        )
+    )
     cid_to_gid = Stream(pdf, b"\x00\x01" * 65536)
-    cid_font = pdf.make_indirect(Dictionary(
-        Type=Name.Font, Subtype=Name.CIDFontType2, BaseFont=Name.GlyphLessFont,
-        CIDSystemInfo=Dictionary(Registry=pikepdf.String("Adobe"),
-                                 Ordering=pikepdf.String("Identity"), Supplement=0),
-        FontDescriptor=descriptor, DW=500, CIDToGIDMap=pdf.make_indirect(cid_to_gid),
-    ))
+    cid_font = pdf.make_indirect(
+        Dictionary(
+            Type=Name.Font,
+            Subtype=Name.CIDFontType2,
+            BaseFont=Name.GlyphLessFont,
+            CIDSystemInfo=Dictionary(
+                Registry=pikepdf.String("Adobe"), Ordering=pikepdf.String("Identity"), Supplement=0
+            ),
+            FontDescriptor=descriptor,
+            DW=500,
+            CIDToGIDMap=pdf.make_indirect(cid_to_gid),
+        )
+    )
     to_unicode = Stream(pdf, _TO_UNICODE)
-    return pdf.make_indirect(Dictionary(
-        Type=Name.Font, Subtype=Name.Type0, BaseFont=Name.GlyphLessFont,
-        Encoding=Name("/Identity-H"), DescendantFonts=Array([cid_font]),
-        ToUnicode=pdf.make_indirect(to_unicode),
-    ))
+    return pdf.make_indirect(
+        Dictionary(
+            Type=Name.Font,
+            Subtype=Name.Type0,
+            BaseFont=Name.GlyphLessFont,
+            Encoding=Name("/Identity-H"),
+            DescendantFonts=Array([cid_font]),
+            ToUnicode=pdf.make_indirect(to_unicode),
+        )
+    )
 
 
 _TO_UNICODE = b"""/CIDInit /ProcSet findresource begin
@@ -160,13 +181,16 @@ def build_pdf(pages: list[PackagePage]) -> Pdf:
         scale = 72.0 / page.dpi
         w_pt, h_pt = width * scale, height * scale
         content = f"q {w_pt:.3f} 0 0 {h_pt:.3f} 0 0 cm /Im0 Do Q\n" + text_layer(page.ocr, scale, h_pt)
-        pdf_page = pikepdf.Page(Dictionary(
-            Type=Name.Page,
-            MediaBox=Array([0, 0, round(w_pt, 3), round(h_pt, 3)]),
-            Resources=Dictionary(XObject=Dictionary(Im0=pdf.make_indirect(image)),
-                                 Font=Dictionary(F1=font)),
-            Contents=pdf.make_stream(content.encode("ascii")),
-        ))
+        pdf_page = pikepdf.Page(
+            Dictionary(
+                Type=Name.Page,
+                MediaBox=Array([0, 0, round(w_pt, 3), round(h_pt, 3)]),
+                Resources=Dictionary(
+                    XObject=Dictionary(Im0=pdf.make_indirect(image)), Font=Dictionary(F1=font)
+                ),
+                Contents=pdf.make_stream(content.encode("ascii")),
+            )
+        )
         pdf.pages.append(pdf_page)
     return pdf
 
@@ -180,8 +204,9 @@ def write_metadata(pdf: Pdf, archive_code: str, entry: CatalogueEntry | None, so
         meta["pdf:Producer"] = software
         meta["xmp:CreateDate"] = datetime.now(UTC).isoformat(timespec="seconds")
         if entry:
-            pairs = [f"{name}={getattr(entry, attr)}" for attr, name in XMP_FIELDS
-                     if getattr(entry, attr) != ""]
+            pairs = [
+                f"{name}={getattr(entry, attr)}" for attr, name in XMP_FIELDS if getattr(entry, attr) != ""
+            ]
             meta["dc:description"] = "; ".join(pairs)
             meta["dc:subject"] = set(pairs)
 

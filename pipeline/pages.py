@@ -109,7 +109,10 @@ def _pdf_native_dpi(path: Path, page: int) -> int | None:
     try:
         out = subprocess.run(
             ["pdfimages", "-list", "-f", str(page + 1), "-l", str(page + 1), str(path)],
-            capture_output=True, text=True, timeout=60, check=True,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
         ).stdout
     except (OSError, subprocess.SubprocessError):
         return None
@@ -146,7 +149,7 @@ def read_page(source: PageSource) -> LoadedPage:
         return _read_pdf_page(source)
     try:
         with Image.open(source.path) as img:
-            frame = img
+            frame: Image.Image = img
             if source.frame:
                 frame = ImageSequence.Iterator(img)[source.frame]
             frame.load()
@@ -164,16 +167,21 @@ def _read_pdf_page(source: PageSource) -> LoadedPage:
     dpi = _pdf_native_dpi(source.path, source.frame)
     try:
         images = convert_from_path(
-            str(source.path), dpi=dpi or 300, first_page=source.frame + 1,
-            last_page=source.frame + 1, grayscale=False,
+            str(source.path),
+            dpi=dpi or 300,
+            first_page=source.frame + 1,
+            last_page=source.frame + 1,
+            grayscale=False,
         )
     except (PDFPageCountError, PDFSyntaxError, OSError) as exc:
         raise PageReadError(f"page {source.frame + 1} cannot be rasterised ({exc})") from exc
     if not images:
         raise PageReadError(f"page {source.frame + 1} rasterised to nothing")
     pixels, bilevel = _pixels(images[0])
-    if pixels.ndim == 3 and np.array_equal(pixels[..., 0], pixels[..., 1]) and np.array_equal(
-        pixels[..., 1], pixels[..., 2]
+    if (
+        pixels.ndim == 3
+        and np.array_equal(pixels[..., 0], pixels[..., 1])
+        and np.array_equal(pixels[..., 1], pixels[..., 2])
     ):
         pixels = np.ascontiguousarray(pixels[..., 0])
     return LoadedPage(pixels, dpi, "pdf", bilevel)

@@ -108,10 +108,16 @@ def page_key(source_sha256: str, frame: int, fingerprint: str) -> str:
 
 def _page_to_json(page: PageResult) -> dict[str, Any]:
     data = page.facts()
-    data.update(image_path=page.image_path, image_format=page.image_format, error=page.error,
-                engine=page.ocr.engine if page.ocr else None,
-                lines=[{"text": ln.text, "box": list(ln.box), "confidence": round(ln.confidence, 4)}
-                       for ln in (page.ocr.lines if page.ocr else ())])
+    data.update(
+        image_path=page.image_path,
+        image_format=page.image_format,
+        error=page.error,
+        engine=page.ocr.engine if page.ocr else None,
+        lines=[
+            {"text": ln.text, "box": list(ln.box), "confidence": round(ln.confidence, 4)}
+            for ln in (page.ocr.lines if page.ocr else ())
+        ],
+    )
     return data
 
 
@@ -121,13 +127,23 @@ def _page_from_json(data: dict[str, Any]) -> PageResult:
         lines = tuple(OcrLine(ln["text"], tuple(ln["box"]), ln["confidence"]) for ln in data["lines"])  # type: ignore[arg-type]
         ocr = OcrPage(data["engine"], lines, data["width"], data["height"])
     return PageResult(
-        seq=data["page"], source=data["source"], frame=data["frame"],
-        source_sha256=data["source_sha256"], dpi=data["dpi"], dpi_assumed=data["dpi_assumed"],
-        rotation=data["rotation"], skew_deg=data["skew_deg"],
-        orientation_method=data["orientation_method"], blank=data["blank"],
-        confidence=data["confidence"], image_path=data["image_path"],
-        image_format=data["image_format"], width=data["width"], height=data["height"],
-        ocr=ocr, error=data["error"],
+        seq=data["page"],
+        source=data["source"],
+        frame=data["frame"],
+        source_sha256=data["source_sha256"],
+        dpi=data["dpi"],
+        dpi_assumed=data["dpi_assumed"],
+        rotation=data["rotation"],
+        skew_deg=data["skew_deg"],
+        orientation_method=data["orientation_method"],
+        blank=data["blank"],
+        confidence=data["confidence"],
+        image_path=data["image_path"],
+        image_format=data["image_format"],
+        width=data["width"],
+        height=data["height"],
+        ocr=ocr,
+        error=data["error"],
     )
 
 
@@ -166,10 +182,13 @@ def process_page(
     result.image_format = _image_format(loaded)
     with pool.engine() as engine:
         cleaned = imaging.clean_page(
-            loaded.pixels, result.dpi, max_skew=imaging_settings.max_skew_deg,
+            loaded.pixels,
+            result.dpi,
+            max_skew=imaging_settings.max_skew_deg,
             detect_orientation=imaging_settings.detect_orientation,
             crop_borders=imaging_settings.crop_borders,
-            blank_threshold=imaging_settings.blank_ink_ratio, judges=pool.judges(engine),
+            blank_threshold=imaging_settings.blank_ink_ratio,
+            judges=pool.judges(engine),
         )
         del loaded
         if not cleaned.blank:
@@ -178,8 +197,11 @@ def process_page(
     result.rotation, result.skew_deg = cleaned.rotation, cleaned.skew_deg
     result.orientation_method, result.blank = cleaned.orientation_method, cleaned.blank
     result.height, result.width = cleaned.image.shape[:2]
-    result.image_path = str(package.encode_page_image(
-        cleaned.image, result.image_format, cache_dir / f"{key}_clean", settings.package.jpeg_quality))
+    result.image_path = str(
+        package.encode_page_image(
+            cleaned.image, result.image_format, cache_dir / f"{key}_clean", settings.package.jpeg_quality
+        )
+    )
     _write_json_atomic(cached, _page_to_json(result))
     return result
 
@@ -208,8 +230,12 @@ def plan_item(item_dir: Path) -> tuple[list[tuple[PageSource, str]], list[FilePr
     return planned, problems
 
 
-def item_input_key(planned: list[tuple[PageSource, str]], problems: list[FileProblem],
-                   entry: CatalogueEntry | None, settings: Settings) -> str:
+def item_input_key(
+    planned: list[tuple[PageSource, str]],
+    problems: list[FileProblem],
+    entry: CatalogueEntry | None,
+    settings: Settings,
+) -> str:
     parts = [f"{s.path.name}:{s.frame}:{d}" for s, d in planned]
     parts += [f"problem:{p.file}:{p.reason}" for p in problems]
     parts.append(json.dumps(entry.to_dict() if entry else None, sort_keys=True, ensure_ascii=False))
@@ -239,19 +265,34 @@ def reuse_packaged(archive_dir: Path, archive_code: str, input_key: str) -> Item
 def item_from_record(record: dict[str, Any], folder: Path) -> ItemResult:
     entry = CatalogueEntry(**record["catalogue"]) if record.get("catalogue") else None
     pages = [_page_from_json(p) for p in record["pages"]]
-    findings = [Finding(f["code"], f["message"], Severity(f["severity"]), f.get("page"), f.get("file"))
-                for f in record["findings"]]
+    findings = [
+        Finding(f["code"], f["message"], Severity(f["severity"]), f.get("page"), f.get("file"))
+        for f in record["findings"]
+    ]
     return ItemResult(
-        archive_code=record["archive_code"], entry=entry, pages=pages, findings=findings,
-        verdict=Verdict(record["verdict"]), pdf_path=str(folder / f"{record['archive_code']}.pdf"),
-        record_path=str(folder / RECORD_NAME), pdf_sha256=record["pdf_sha256"],
-        pdfa_valid=record["pdfa"]["valid"], reused=True,
+        archive_code=record["archive_code"],
+        entry=entry,
+        pages=pages,
+        findings=findings,
+        verdict=Verdict(record["verdict"]),
+        pdf_path=str(folder / f"{record['archive_code']}.pdf"),
+        record_path=str(folder / RECORD_NAME),
+        pdf_sha256=record["pdf_sha256"],
+        pdfa_valid=record["pdfa"]["valid"],
+        reused=True,
     )
 
 
 def software_versions() -> dict[str, str]:
-    names = ["rapidocr-onnxruntime", "onnxruntime", "pytesseract", "pikepdf", "opencv-python-headless",
-             "opencc", "prefect"]
+    names = [
+        "rapidocr-onnxruntime",
+        "onnxruntime",
+        "pytesseract",
+        "pikepdf",
+        "opencv-python-headless",
+        "opencc",
+        "prefect",
+    ]
     versions = {"archive-capture": __version__}
     for name in names:
         try:
@@ -277,12 +318,16 @@ def package_item(
 ) -> ItemResult:
     """Verify the item, write its PDF/A and record into a staging folder, then move it into place."""
     item = ItemResult(archive_code, entry, pages=sorted(pages, key=lambda p: p.seq))
-    item.findings = (verify.check_files(file_problems) + verify.check_pages(item.pages, settings.verify)
-                     + verify.check_catalogue(archive_code, entry, item.pages))
+    item.findings = (
+        verify.check_files(file_problems)
+        + verify.check_pages(item.pages, settings.verify)
+        + verify.check_catalogue(archive_code, entry, item.pages)
+    )
     printable = [p for p in item.pages if p.readable and p.image_path]
     if not printable:
-        item.findings.append(Finding("no_pages", f"{archive_code} has no readable page; nothing to package",
-                                     Severity.ERROR))
+        item.findings.append(
+            Finding("no_pages", f"{archive_code} has no readable page; nothing to package", Severity.ERROR)
+        )
         item.verdict = verify.verdict_of(item.findings, packaged=False)
         return item
 
@@ -292,17 +337,27 @@ def package_item(
     staging = staging_root / f"{archive_code}.{uuid.uuid4().hex}"
     staging.mkdir()
     try:
-        pdf = package.build_pdf([
-            package.PackagePage(Path(p.image_path), p.image_format, p.dpi or settings.imaging.default_dpi, p.ocr)
-            for p in printable if p.image_path
-        ])
+        pdf = package.build_pdf(
+            [
+                package.PackagePage(
+                    Path(p.image_path), p.image_format, p.dpi or settings.imaging.default_dpi, p.ocr
+                )
+                for p in printable
+                if p.image_path
+            ]
+        )
         package.write_metadata(pdf, archive_code, entry, f"Archive Capture {__version__}")
         pdf_path = staging / f"{archive_code}.pdf"
         outcome = package.save_pdfa(pdf, pdf_path)
         pdf.close()
         if not outcome.pdfa_valid:
-            item.findings.append(Finding("pdfa_invalid", "the PDF did not pass PDF/A-2b validation: "
-                                         + "; ".join(outcome.validator_findings[:5]), Severity.ERROR))
+            item.findings.append(
+                Finding(
+                    "pdfa_invalid",
+                    "the PDF did not pass PDF/A-2b validation: " + "; ".join(outcome.validator_findings[:5]),
+                    Severity.ERROR,
+                )
+            )
         item.pdfa_valid = outcome.pdfa_valid
         item.pdf_sha256 = sha256_file(pdf_path)
         item.verdict = verify.verdict_of(item.findings, packaged=True)
@@ -321,7 +376,9 @@ def package_item(
     return item
 
 
-def build_record(item: ItemResult, input_key: str, batch_id: str, validator: tuple[str, ...]) -> dict[str, Any]:
+def build_record(
+    item: ItemResult, input_key: str, batch_id: str, validator: tuple[str, ...]
+) -> dict[str, Any]:
     return {
         "archive_code": item.archive_code,
         "catalogue": item.entry.to_dict() if item.entry else None,
@@ -330,7 +387,11 @@ def build_record(item: ItemResult, input_key: str, batch_id: str, validator: tup
         "pages": [_page_to_json(p) for p in item.pages],
         "pdf": f"{item.archive_code}.pdf",
         "pdf_sha256": item.pdf_sha256,
-        "pdfa": {"flavour": package.PDFA_FLAVOUR, "valid": item.pdfa_valid, "validator_findings": list(validator)},
+        "pdfa": {
+            "flavour": package.PDFA_FLAVOUR,
+            "valid": item.pdfa_valid,
+            "validator_findings": list(validator),
+        },
         "software": software_versions(),
         "batch_id": batch_id,
         "input_key": input_key,
@@ -354,10 +415,15 @@ def index_document(item: ItemResult) -> IndexItem:
     from pipeline.index.analysis import join_lines
 
     entry = item.entry
-    fields = {k: str(v) for k, v in (entry.to_dict() if entry else {}).items()
-              if k not in ("archive_code", "title", "page_count")}
-    pages = tuple(IndexPage(p.seq, join_lines([ln.text for ln in p.ocr.lines]))
-                  for p in item.pages if p.ocr and p.ocr.lines)
+    fields = {
+        k: str(v)
+        for k, v in (entry.to_dict() if entry else {}).items()
+        if k not in ("archive_code", "title", "page_count")
+    }
+    pages = tuple(
+        IndexPage(p.seq, join_lines([ln.text for ln in p.ocr.lines]))
+        for p in item.pages
+        if p.ocr and p.ocr.lines
+    )
     title = (entry.title if entry and entry.title else "") or item.archive_code
     return IndexItem(item.archive_code, title, fields, pages, visible=True)
-

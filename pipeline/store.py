@@ -54,11 +54,18 @@ class CatalogueRow(Base):
 
     def to_entry(self) -> CatalogueEntry:
         return CatalogueEntry(
-            archive_code=self.archive_code, page_count=self.page_count,
-            policy_number=self.policy_number, policyholder=self.policyholder,
-            job_serial=self.job_serial, year=self.year, stage=self.stage,
-            retention=self.retention, security_level=self.security_level, box=self.box,
-            remarks=self.remarks, title=self.title,
+            archive_code=self.archive_code,
+            page_count=self.page_count,
+            policy_number=self.policy_number,
+            policyholder=self.policyholder,
+            job_serial=self.job_serial,
+            year=self.year,
+            stage=self.stage,
+            retention=self.retention,
+            security_level=self.security_level,
+            box=self.box,
+            remarks=self.remarks,
+            title=self.title,
         )
 
 
@@ -126,8 +133,11 @@ class Store:
     # batches and items
     def start_batch(self, batch_id: str, path: str) -> None:
         with Session(self.engine) as session, session.begin():
-            session.merge(BatchRow(batch_id=batch_id, path=path, status="processing",
-                                   started_at=_now(), finished_at=None))
+            session.merge(
+                BatchRow(
+                    batch_id=batch_id, path=path, status="processing", started_at=_now(), finished_at=None
+                )
+            )
 
     def finish_batch(self, batch_id: str, status: str, report_path: str, summary: dict) -> None:  # type: ignore[type-arg]
         with Session(self.engine) as session, session.begin():
@@ -139,16 +149,32 @@ class Store:
     def record_item(self, batch_id: str, item: ItemResult) -> None:
         """Upsert the item and replace its findings: re-running never duplicates them."""
         with Session(self.engine) as session, session.begin():
-            session.merge(ItemRow(
-                archive_code=item.archive_code, batch_id=batch_id, verdict=str(item.verdict),
-                pages=item.page_count, blank_pages=item.blank_pages, pdf_path=item.pdf_path,
-                pdf_sha256=item.pdf_sha256, pdfa_valid=item.pdfa_valid, updated_at=_now(),
-            ))
+            session.merge(
+                ItemRow(
+                    archive_code=item.archive_code,
+                    batch_id=batch_id,
+                    verdict=str(item.verdict),
+                    pages=item.page_count,
+                    blank_pages=item.blank_pages,
+                    pdf_path=item.pdf_path,
+                    pdf_sha256=item.pdf_sha256,
+                    pdfa_valid=item.pdfa_valid,
+                    updated_at=_now(),
+                )
+            )
             session.execute(delete(FindingRow).where(FindingRow.archive_code == item.archive_code))
             for f in item.findings:
-                session.add(FindingRow(archive_code=item.archive_code, batch_id=batch_id, code=f.code,
-                                       severity=str(f.severity), message=f.message, page=f.page,
-                                       file=f.file))
+                session.add(
+                    FindingRow(
+                        archive_code=item.archive_code,
+                        batch_id=batch_id,
+                        code=f.code,
+                        severity=str(f.severity),
+                        message=f.message,
+                        page=f.page,
+                        file=f.file,
+                    )
+                )
 
     def findings(self, archive_code: str) -> list[FindingRow]:
         with Session(self.engine) as session:

@@ -16,38 +16,85 @@ def check_pages(pages: Iterable[PageResult], settings: VerifySettings) -> list[F
     findings: list[Finding] = []
     for page in pages:
         if page.error:
-            findings.append(Finding("unreadable_file", f"{page.source}: {page.error}", Severity.ERROR,
-                                    page.seq, page.source))
+            findings.append(
+                Finding(
+                    "unreadable_file", f"{page.source}: {page.error}", Severity.ERROR, page.seq, page.source
+                )
+            )
             continue
         if page.blank:
-            findings.append(Finding("blank_page", f"page {page.seq} ({page.source}) is blank; "
-                                    "kept in the package, not counted against 页数", Severity.INFO,
-                                    page.seq, page.source))
+            findings.append(
+                Finding(
+                    "blank_page",
+                    f"page {page.seq} ({page.source}) is blank; "
+                    "kept in the package, not counted against 页数",
+                    Severity.INFO,
+                    page.seq,
+                    page.source,
+                )
+            )
             continue
         if page.dpi_assumed:
-            findings.append(Finding("dpi_missing", f"{page.source} does not say its resolution; "
-                                    f"{page.dpi} dpi was assumed", Severity.WARNING, page.seq, page.source))
+            findings.append(
+                Finding(
+                    "dpi_missing",
+                    f"{page.source} does not say its resolution; {page.dpi} dpi was assumed",
+                    Severity.WARNING,
+                    page.seq,
+                    page.source,
+                )
+            )
         elif page.dpi is not None and page.dpi < settings.min_dpi:
-            findings.append(Finding("low_dpi", f"{page.source} is scanned at {page.dpi} dpi, below the "
-                                    f"{settings.min_dpi} dpi minimum", Severity.WARNING, page.seq, page.source))
+            findings.append(
+                Finding(
+                    "low_dpi",
+                    f"{page.source} is scanned at {page.dpi} dpi, below the {settings.min_dpi} dpi minimum",
+                    Severity.WARNING,
+                    page.seq,
+                    page.source,
+                )
+            )
         if page.confidence is None:
-            findings.append(Finding("no_text", f"page {page.seq} ({page.source}) is not blank but no text "
-                                    "was recognised", Severity.WARNING, page.seq, page.source))
+            findings.append(
+                Finding(
+                    "no_text",
+                    f"page {page.seq} ({page.source}) is not blank but no text was recognised",
+                    Severity.WARNING,
+                    page.seq,
+                    page.source,
+                )
+            )
         elif page.confidence < settings.min_page_confidence:
-            findings.append(Finding("low_confidence", f"page {page.seq} ({page.source}) was read with mean "
-                                    f"confidence {page.confidence:.2f}, below {settings.min_page_confidence:.2f}",
-                                    Severity.WARNING, page.seq, page.source))
+            findings.append(
+                Finding(
+                    "low_confidence",
+                    f"page {page.seq} ({page.source}) was read with mean "
+                    f"confidence {page.confidence:.2f}, below {settings.min_page_confidence:.2f}",
+                    Severity.WARNING,
+                    page.seq,
+                    page.source,
+                )
+            )
     return findings
 
 
 def check_files(problems: Iterable[FileProblem]) -> list[Finding]:
-    return [Finding("unreadable_file", f"{p.file} {p.reason}", Severity.ERROR, None, p.file) for p in problems]
+    return [
+        Finding("unreadable_file", f"{p.file} {p.reason}", Severity.ERROR, None, p.file) for p in problems
+    ]
 
 
-def check_catalogue(archive_code: str, entry: CatalogueEntry | None, pages: list[PageResult]) -> list[Finding]:
+def check_catalogue(
+    archive_code: str, entry: CatalogueEntry | None, pages: list[PageResult]
+) -> list[Finding]:
     if entry is None:
-        return [Finding("unknown_item", f"archive code {archive_code} is not in the catalogue (归档目录)",
-                        Severity.ERROR)]
+        return [
+            Finding(
+                "unknown_item",
+                f"archive code {archive_code} is not in the catalogue (归档目录)",
+                Severity.ERROR,
+            )
+        ]
     counted = sum(1 for p in pages if p.readable and not p.blank)
     blank = sum(1 for p in pages if p.blank)
     unreadable = sum(1 for p in pages if not p.readable)
@@ -58,9 +105,14 @@ def check_catalogue(archive_code: str, entry: CatalogueEntry | None, pages: list
         details.append(f"{blank} blank page{'s' if blank > 1 else ''} not counted")
     if unreadable:
         details.append(f"{unreadable} unreadable")
-    return [Finding("page_count_mismatch",
-                    f"catalogue says {entry.page_count} pages (页数), the scans have {counted} "
-                    f"({', '.join(details)})", Severity.ERROR)]
+    return [
+        Finding(
+            "page_count_mismatch",
+            f"catalogue says {entry.page_count} pages (页数), the scans have {counted} "
+            f"({', '.join(details)})",
+            Severity.ERROR,
+        )
+    ]
 
 
 def verdict_of(findings: Iterable[Finding], packaged: bool) -> Verdict:

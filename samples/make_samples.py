@@ -90,28 +90,95 @@ class SampleItem:
 
 
 ITEMS = (
-    SampleItem("BX01-2012-CB-D10-0001", "人身保险投保单", "application", "simp", "tiff", 4,
-               "P2012-000123", "王建国", "ZY20120315001", "2012", "承保", "合同终止后10年", "内部",
-               "B001", "多页TIFF，黑白扫描",
-               ({"skew": 3.0}, {"skew": -2.0}, {"skew": 1.5}, {"skew": 0.0})),
-    SampleItem("BX01-2013-BQ-D10-0002", "保全变更申请书", "change", "simp", "png", 2,
-               "P2013-004567", "李秀英", "ZY20130822017", "2013", "保全", "合同终止后10年", "内部",
-               "B001", "第二页倒置扫描，第三页为空白页",
-               ({"skew": -1.2}, {"skew": 0.8, "rotate": 180}, {"blank": True})),
-    SampleItem("BX01-2014-LP-D6-0003", "理赔申请书", "claim", "trad", "jpeg", 4,
-               "P2014-008910", "陳志明", "ZY20140506032", "2014", "理赔", "合同终止后6年", "秘密",
-               "B002", "繁体字，目录页数与扫描不符",
-               ({"skew": 2.5}, {"skew": -3.5}, {"skew": 0.6})),
-    SampleItem("SB02-2015-CB-D30-0004", "社会保险参保登记表", "enrolment", "simp", "pdf", 2,
-               "SB2015-220045", "张丽", "ZY20151103008", "2015", "参保", "文件形成后6年", "公开",
-               "B003", "扫描仪输出的PDF",
-               ({"skew": -0.7}, {"skew": 1.8})),
+    SampleItem(
+        "BX01-2012-CB-D10-0001",
+        "人身保险投保单",
+        "application",
+        "simp",
+        "tiff",
+        4,
+        "P2012-000123",
+        "王建国",
+        "ZY20120315001",
+        "2012",
+        "承保",
+        "合同终止后10年",
+        "内部",
+        "B001",
+        "多页TIFF，黑白扫描",
+        ({"skew": 3.0}, {"skew": -2.0}, {"skew": 1.5}, {"skew": 0.0}),
+    ),
+    SampleItem(
+        "BX01-2013-BQ-D10-0002",
+        "保全变更申请书",
+        "change",
+        "simp",
+        "png",
+        2,
+        "P2013-004567",
+        "李秀英",
+        "ZY20130822017",
+        "2013",
+        "保全",
+        "合同终止后10年",
+        "内部",
+        "B001",
+        "第二页倒置扫描，第三页为空白页",
+        ({"skew": -1.2}, {"skew": 0.8, "rotate": 180}, {"blank": True}),
+    ),
+    SampleItem(
+        "BX01-2014-LP-D6-0003",
+        "理赔申请书",
+        "claim",
+        "trad",
+        "jpeg",
+        4,
+        "P2014-008910",
+        "陳志明",
+        "ZY20140506032",
+        "2014",
+        "理赔",
+        "合同终止后6年",
+        "秘密",
+        "B002",
+        "繁体字，目录页数与扫描不符",
+        ({"skew": 2.5}, {"skew": -3.5}, {"skew": 0.6}),
+    ),
+    SampleItem(
+        "SB02-2015-CB-D30-0004",
+        "社会保险参保登记表",
+        "enrolment",
+        "simp",
+        "pdf",
+        2,
+        "SB2015-220045",
+        "张丽",
+        "ZY20151103008",
+        "2015",
+        "参保",
+        "文件形成后6年",
+        "公开",
+        "B003",
+        "扫描仪输出的PDF",
+        ({"skew": -0.7}, {"skew": 1.8}),
+    ),
 )
 
 
-def render_page(title: str, lines: list[str], fields: list[tuple[str, str]], *, script: str = "simp",
-                dpi: int = 300, skew: float = 0.0, rotate: int = 0, blank: bool = False,
-                noise: float = 0.0, seed: int = 0, size_mm: tuple[float, float] = (210, 297)) -> Image.Image:
+def render_page(
+    title: str,
+    lines: list[str],
+    fields: list[tuple[str, str]],
+    *,
+    script: str = "simp",
+    dpi: int = 300,
+    skew: float = 0.0,
+    rotate: int = 0,
+    blank: bool = False,
+    noise: float = 0.0,
+    seed: int = 0,
+    size_mm: tuple[float, float] = (210, 297),
+) -> Image.Image:
     """A grey page (mode L) with a title, a field table and body text, skewed and turned as asked."""
     rng = random.Random(seed)
     width, height = (round(size_mm[0] / 25.4 * dpi), round(size_mm[1] / 25.4 * dpi))
@@ -172,12 +239,20 @@ def item_pages(item: SampleItem) -> list[Image.Image]:
     pages = []
     for n, spec in enumerate(item.pages):
         # each page gets a different slice of the text so pages differ
-        body = paragraphs[n % len(paragraphs):] + paragraphs[: n % len(paragraphs)]
-        pages.append(render_page(
-            title if n == 0 else f"{title}（续{n}）", body, item_fields(item) if n == 0 else [],
-            script=item.script, skew=spec.get("skew", 0.0), rotate=spec.get("rotate", 0),
-            blank=spec.get("blank", False), noise=6.0 if item.fmt == "jpeg" else 0.0, seed=n + 1,
-        ))
+        body = paragraphs[n % len(paragraphs) :] + paragraphs[: n % len(paragraphs)]
+        pages.append(
+            render_page(
+                title if n == 0 else f"{title}（续{n}）",
+                body,
+                item_fields(item) if n == 0 else [],
+                script=item.script,
+                skew=spec.get("skew", 0.0),
+                rotate=spec.get("rotate", 0),
+                blank=spec.get("blank", False),
+                noise=6.0 if item.fmt == "jpeg" else 0.0,
+                seed=n + 1,
+            )
+        )
     return pages
 
 
@@ -187,8 +262,13 @@ def write_item(item: SampleItem, batch: Path) -> None:
     pages = item_pages(item)
     if item.fmt == "tiff":
         bilevel = [p.point(lambda v: 255 if v > 140 else 0).convert("1") for p in pages]
-        bilevel[0].save(folder / "0001.tif", save_all=True, append_images=bilevel[1:],
-                        compression="group4", dpi=(300, 300))
+        bilevel[0].save(
+            folder / "0001.tif",
+            save_all=True,
+            append_images=bilevel[1:],
+            compression="group4",
+            dpi=(300, 300),
+        )
     elif item.fmt == "png":
         for n, p in enumerate(pages, start=1):
             p.save(folder / f"{n:04d}.png", dpi=(300, 300), optimize=True)
@@ -199,13 +279,40 @@ def write_item(item: SampleItem, batch: Path) -> None:
         pages[0].save(folder / "scan.pdf", save_all=True, append_images=pages[1:], resolution=300.0)
 
 
-CATALOGUE_HEADER = ["档号", "题名", "保险合同号", "投保人", "作业流水号", "页数", "年度", "业务环节",
-                    "保管期限", "密级", "盒号", "备注"]
+CATALOGUE_HEADER = [
+    "档号",
+    "题名",
+    "保险合同号",
+    "投保人",
+    "作业流水号",
+    "页数",
+    "年度",
+    "业务环节",
+    "保管期限",
+    "密级",
+    "盒号",
+    "备注",
+]
 
 
 def catalogue_rows(items: tuple[SampleItem, ...] = ITEMS) -> list[list[str]]:
-    return [[i.archive_code, i.title, i.policy_number, i.policyholder, i.job_serial, str(i.catalogue_pages),
-             i.year, i.stage, i.retention, i.security_level, i.box, i.remarks] for i in items]
+    return [
+        [
+            i.archive_code,
+            i.title,
+            i.policy_number,
+            i.policyholder,
+            i.job_serial,
+            str(i.catalogue_pages),
+            i.year,
+            i.stage,
+            i.retention,
+            i.security_level,
+            i.box,
+            i.remarks,
+        ]
+        for i in items
+    ]
 
 
 def write_catalogue(path: Path, encoding: str = "gbk") -> None:

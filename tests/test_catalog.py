@@ -40,8 +40,22 @@ def test_csv_in_each_encoding_loads_good_rows_and_reports_bad_ones(tmp_path: Pat
 def test_english_headers_and_xlsx(tmp_path: Path) -> None:
     book = Workbook()
     sheet = book.active
-    sheet.append(["Archive Code", "Title", "Policy Number", "Policyholder", "Job Serial Number", "Page Count",
-                  "Year", "Business Stage", "Retention", "Security Level", "Box", "Remarks"])
+    sheet.append(
+        [
+            "Archive Code",
+            "Title",
+            "Policy Number",
+            "Policyholder",
+            "Job Serial Number",
+            "Page Count",
+            "Year",
+            "Business Stage",
+            "Retention",
+            "Security Level",
+            "Box",
+            "Remarks",
+        ]
+    )
     for line in ROWS.strip().split("\r\n"):
         cells = line.split(",")
         cells[5] = int(cells[5]) if cells[5].isdigit() else cells[5]

@@ -43,11 +43,18 @@ def test_search_does_not_start_prefect(tmp_path: Path) -> None:
     index = SqliteIndex(home / "index.sqlite")
     index.index_item(IndexItem("A-1", "投保单", {"year": "2012"}, (IndexPage(3, "養老保險待遇核定表"),)))
     index.close()
-    code = ("import sys; from typer.testing import CliRunner; from pipeline.cli import app;"
-            "r = CliRunner().invoke(app, ['search', '养老保险', '--json']);"
-            "print(r.output); print('PREFECT', 'prefect' in sys.modules)")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            env={**os.environ, "CAPTURE_HOME": str(home)}, timeout=120)
+    code = (
+        "import sys; from typer.testing import CliRunner; from pipeline.cli import app;"
+        "r = CliRunner().invoke(app, ['search', '养老保险', '--json']);"
+        "print(r.output); print('PREFECT', 'prefect' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "CAPTURE_HOME": str(home)},
+        timeout=120,
+    )
     assert "PREFECT False" in result.stdout, result.stdout + result.stderr
     hits = json.loads(result.stdout.split("PREFECT")[0])
     assert hits[0]["archive_code"] == "A-1" and hits[0]["page"] == 3

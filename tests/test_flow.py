@@ -22,15 +22,22 @@ pytestmark = pytest.mark.slow
 
 
 def _tree_digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file() and not p.is_symlink()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not p.is_symlink()
+    }
 
 
 def test_sample_batch_items_and_verdicts(sample_run) -> None:  # type: ignore[no-untyped-def]
     _, report, _ = sample_run
     items = items_by_code(report)
-    assert set(items) == {"BX01-2012-CB-D10-0001", "BX01-2013-BQ-D10-0002", "BX01-2014-LP-D6-0003",
-                          "SB02-2015-CB-D30-0004"}
+    assert set(items) == {
+        "BX01-2012-CB-D10-0001",
+        "BX01-2013-BQ-D10-0002",
+        "BX01-2014-LP-D6-0003",
+        "SB02-2015-CB-D30-0004",
+    }
     assert report["totals"]["pages"] == 12 and report["totals"]["blank_pages"] == 1
     assert items["BX01-2012-CB-D10-0001"]["verdict"] == "passed"
     # the blank page is counted separately and not held against 页数 = 2
@@ -70,12 +77,26 @@ def test_every_package_is_valid_pdfa_with_a_text_layer(sample_run) -> None:  # t
         with pikepdf.open(pdf) as doc:
             assert len(doc.pages) == item["pages"]
             assert doc.open_metadata()["dc:identifier"] == item["archive_code"]
-        text = subprocess.run(["pdftotext", "-enc", "UTF-8", str(pdf), "-"], capture_output=True,
-                              text=True, check=True).stdout
+        text = subprocess.run(
+            ["pdftotext", "-enc", "UTF-8", str(pdf), "-"], capture_output=True, text=True, check=True
+        ).stdout
         assert not re.search(r"[\u4e00-\u9fff] +[\u4e00-\u9fff]", text)
-    claim = subprocess.run(["pdftotext", "-f", "1", "-l", "1", "-enc", "UTF-8",
-                            str(settings.archive_dir / "BX01-2014-LP-D6-0003" / "BX01-2014-LP-D6-0003.pdf"),
-                            "-"], capture_output=True, text=True, check=True).stdout
+    claim = subprocess.run(
+        [
+            "pdftotext",
+            "-f",
+            "1",
+            "-l",
+            "1",
+            "-enc",
+            "UTF-8",
+            str(settings.archive_dir / "BX01-2014-LP-D6-0003" / "BX01-2014-LP-D6-0003.pdf"),
+            "-",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert "理賠申請書" in claim and "P2014-008910" in claim
 
 
@@ -85,7 +106,9 @@ def test_sample_search_finds_traditional_item_with_simplified_query(sample_run) 
     hits = index.search(SearchQuery("理赔申请", limit=50)).hits
     assert {h.archive_code for h in hits} == {"BX01-2014-LP-D6-0003"}
     assert {h.archive_code for h in index.search(SearchQuery("参保登记")).hits} == {"SB02-2015-CB-D30-0004"}
-    assert {h.archive_code for h in index.search(SearchQuery("P2012-000123")).hits} == {"BX01-2012-CB-D10-0001"}
+    assert {h.archive_code for h in index.search(SearchQuery("P2012-000123")).hits} == {
+        "BX01-2012-CB-D10-0001"
+    }
     index.close()
 
 
@@ -100,8 +123,10 @@ def test_rerunning_the_batch_redoes_nothing_and_duplicates_nothing(sample_run) -
     assert all(item["reused"] for item in again["items"])
     assert {i["archive_code"]: Path(i["pdf"]).stat().st_mtime_ns for i in again["items"]} == pdfs
     assert index.count_pages() == before
-    assert {h.page for h in index.search(SearchQuery("保全变更", archive_code="BX01-2013-BQ-D10-0002",
-                                                     limit=50)).hits} == {1, 2}
+    assert {
+        h.page
+        for h in index.search(SearchQuery("保全变更", archive_code="BX01-2013-BQ-D10-0002", limit=50)).hits
+    } == {1, 2}
     index.close()
     from pipeline.store import Store
 

@@ -8,13 +8,23 @@ import pytest
 from pipeline import imaging
 from tests.conftest import DEV_SCANS
 
-BODY = ["保险合同约定的保险责任范围内发生保险事故，保险公司应当按照合同约定给付保险金。" * 2,
-        "投保人应当如实告知被保险人的健康状况，未如实告知的保险人有权解除合同。" * 2] * 4
+BODY = [
+    "保险合同约定的保险责任范围内发生保险事故，保险公司应当按照合同约定给付保险金。" * 2,
+    "投保人应当如实告知被保险人的健康状况，未如实告知的保险人有权解除合同。" * 2,
+] * 4
 
 
 def _page(samples_module, skew: float = 0.0, rotate: int = 0, blank: bool = False, noise: float = 4.0):  # type: ignore[no-untyped-def]
-    img = samples_module.render_page("测试页", BODY, [("保险合同号", "P2012-000123")], skew=skew,
-                                     rotate=rotate, blank=blank, noise=noise, seed=3)
+    img = samples_module.render_page(
+        "测试页",
+        BODY,
+        [("保险合同号", "P2012-000123")],
+        skew=skew,
+        rotate=rotate,
+        blank=blank,
+        noise=noise,
+        seed=3,
+    )
     return np.asarray(img)
 
 
@@ -46,8 +56,9 @@ def test_sideways_page_is_detected_and_deskewed(samples_module) -> None:  # type
 
 def test_upside_down_page_is_turned_upright(samples_module, rapid_engine) -> None:  # type: ignore[no-untyped-def]
     upright = imaging.clean_page(_page(samples_module, skew=1.0), 300, judges=(rapid_engine.judge_up_down,))
-    flipped = imaging.clean_page(_page(samples_module, skew=1.0, rotate=180), 300,
-                                 judges=(rapid_engine.judge_up_down,))
+    flipped = imaging.clean_page(
+        _page(samples_module, skew=1.0, rotate=180), 300, judges=(rapid_engine.judge_up_down,)
+    )
     assert upright.rotation == 0
     assert flipped.rotation == 180
     assert flipped.orientation_method == "rapidocr-cls"
@@ -77,7 +88,7 @@ def test_blank_page_with_dust_is_blank_and_text_page_is_not(samples_module) -> N
 def test_dark_scanner_border_is_cropped(samples_module) -> None:  # type: ignore[no-untyped-def]
     page = _page(samples_module)
     framed = np.full((page.shape[0] + 200, page.shape[1] + 160), 20, np.uint8)
-    framed[120:120 + page.shape[0], 60:60 + page.shape[1]] = page
+    framed[120 : 120 + page.shape[0], 60 : 60 + page.shape[1]] = page
     cropped = imaging.crop_dark_borders(framed)
     assert cropped.shape[0] <= page.shape[0] and cropped.shape[1] <= page.shape[1]
     assert cropped.shape[0] > page.shape[0] * 0.97 and cropped.shape[1] > page.shape[1] * 0.97

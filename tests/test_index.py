@@ -6,10 +6,18 @@ from pipeline.index.analysis import analyse, fold, join_lines
 from pipeline.index.base import IndexItem, IndexPage, SearchQuery
 from pipeline.index.sqlite import SqliteIndex
 
-TRAD = IndexItem("BX01-2014-LP-D6-0003", "理赔申请书", {"year": "2014", "stage": "理赔"},
-                 (IndexPage(1, "理賠申請書 醫療費用發票原件 保險合同號 P2014-008910"),))
-SIMP = IndexItem("BX01-2012-CB-D10-0001", "人身保险投保单", {"year": "2012", "stage": "承保"},
-                 (IndexPage(1, "养老保险待遇核定表"), IndexPage(2, "医疗费用报销 policy change")))
+TRAD = IndexItem(
+    "BX01-2014-LP-D6-0003",
+    "理赔申请书",
+    {"year": "2014", "stage": "理赔"},
+    (IndexPage(1, "理賠申請書 醫療費用發票原件 保險合同號 P2014-008910"),),
+)
+SIMP = IndexItem(
+    "BX01-2012-CB-D10-0001",
+    "人身保险投保单",
+    {"year": "2012", "stage": "承保"},
+    (IndexPage(1, "养老保险待遇核定表"), IndexPage(2, "医疗费用报销 policy change")),
+)
 
 
 def _index(tmp_path: Path) -> SqliteIndex:
@@ -41,7 +49,7 @@ def test_any_word_of_two_or_more_characters_on_the_page_is_found(tmp_path: Path)
     text = "养老保险待遇核定表"
     for size in (2, 3, 4):
         for start in range(len(text) - size + 1):
-            assert ("BX01-2012-CB-D10-0001", 1) in _pages(index, text[start:start + size])
+            assert ("BX01-2012-CB-D10-0001", 1) in _pages(index, text[start : start + size])
     assert _pages(index, "保险待核") == set()  # not a phrase on the page
 
 

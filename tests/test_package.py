@@ -10,16 +10,31 @@ import pikepdf.pdfa
 import pytest
 
 from pipeline import package
-from pipeline.models import CatalogueEntry, OcrLine, OcrPage
+from pipeline.models import CatalogueEntry
 
-ENTRY = CatalogueEntry("BX01-2012-CB-D10-0001", 1, "P2012-000123", "王建国", "ZY1", "2012", "承保",
-                       "10年", "内部", "B001", "", "人身保险投保单")
+ENTRY = CatalogueEntry(
+    "BX01-2012-CB-D10-0001",
+    1,
+    "P2012-000123",
+    "王建国",
+    "ZY1",
+    "2012",
+    "承保",
+    "10年",
+    "内部",
+    "B001",
+    "",
+    "人身保险投保单",
+)
 
 
 @pytest.fixture(scope="module")
 def ocr_page(samples_module, rapid_engine):  # type: ignore[no-untyped-def]
-    img = np.asarray(samples_module.render_page("投保单", ["保险合同号为P2012-000123的保险单已签发。",
-                                                           "被保险人健康告知无异常。"], [], seed=5))
+    img = np.asarray(
+        samples_module.render_page(
+            "投保单", ["保险合同号为P2012-000123的保险单已签发。", "被保险人健康告知无异常。"], [], seed=5
+        )
+    )
     return img, rapid_engine.recognise(img)
 
 
@@ -33,8 +48,12 @@ def test_pdfa_validates_and_text_round_trips(tmp_path: Path, ocr_page, fmt: str)
     assert out.pdfa_valid, out.validator_findings
     assert pikepdf.pdfa.validate_written(tmp_path / "item.pdf", "2b").passed
 
-    text = subprocess.run(["pdftotext", "-enc", "UTF-8", str(tmp_path / "item.pdf"), "-"],
-                          capture_output=True, text=True, check=True).stdout
+    text = subprocess.run(
+        ["pdftotext", "-enc", "UTF-8", str(tmp_path / "item.pdf"), "-"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert "保险合同号为P2012-000123的保险单已签发" in text
     assert not re.search(r"[\u4e00-\u9fff] +[\u4e00-\u9fff]", text), text
     for line in ocr.lines:
@@ -57,8 +76,9 @@ def test_a_file_that_fails_validation_is_flagged_not_shipped_silently(tmp_path: 
     image_path = package.encode_page_image(img, "gray", tmp_path / "p1", 90)
     pdf = package.build_pdf([package.PackagePage(image_path, "gray", 300, ocr)])
     # JavaScript is forbidden in PDF/A and prepare() does not remove a page-level action
-    pdf.pages[0].obj.AA = pikepdf.Dictionary(O=pikepdf.Dictionary(S=pikepdf.Name.JavaScript,
-                                                                  JS=pikepdf.String("app.alert(1)")))
+    pdf.pages[0].obj.AA = pikepdf.Dictionary(
+        O=pikepdf.Dictionary(S=pikepdf.Name.JavaScript, JS=pikepdf.String("app.alert(1)"))
+    )
     out = package.save_pdfa(pdf, tmp_path / "bad.pdf")
     assert not out.pdfa_valid
     assert out.validator_findings

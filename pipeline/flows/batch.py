@@ -41,16 +41,30 @@ def _transient(task: Any, task_run: Any, state: Any) -> bool:
     return False
 
 
-@task(name="ocr-page", retries=2, retry_delay_seconds=2, retry_condition_fn=_transient,
-      cache_policy=NO_CACHE, tags=["ocr"])
-def ocr_page_task(source: PageSource, seq: int, sha256: str, settings: Settings, cache_dir: Path) -> PageResult:
+@task(
+    name="ocr-page",
+    retries=2,
+    retry_delay_seconds=2,
+    retry_condition_fn=_transient,
+    cache_policy=NO_CACHE,
+    tags=["ocr"],
+)
+def ocr_page_task(
+    source: PageSource, seq: int, sha256: str, settings: Settings, cache_dir: Path
+) -> PageResult:
     return process.process_page(source, seq, sha256, settings, process.engine_pool(settings), cache_dir)
 
 
 @task(name="package-item", cache_policy=NO_CACHE)
-def package_item_task(archive_code: str, entry: CatalogueEntry | None, pages: list[PageResult],
-                      problems: list[FileProblem], input_key: str, batch_id: str,
-                      settings: Settings) -> ItemResult:
+def package_item_task(
+    archive_code: str,
+    entry: CatalogueEntry | None,
+    pages: list[PageResult],
+    problems: list[FileProblem],
+    input_key: str,
+    batch_id: str,
+    settings: Settings,
+) -> ItemResult:
     return process.package_item(archive_code, entry, pages, problems, input_key, batch_id, settings)
 
 
@@ -64,23 +78,32 @@ class _ItemPlan:
     reused: ItemResult | None
 
 
-def _plan(layout_items: tuple[tuple[str, Path], ...], catalogue: dict[str, CatalogueEntry],
-          settings: Settings) -> list[_ItemPlan]:
+def _plan(
+    layout_items: tuple[tuple[str, Path], ...], catalogue: dict[str, CatalogueEntry], settings: Settings
+) -> list[_ItemPlan]:
     plans = []
     for code, folder in layout_items:
         planned, problems = process.plan_item(folder)
         entry = catalogue.get(code)
         key = process.item_input_key(planned, problems, entry, settings)
-        plans.append(_ItemPlan(code, entry, planned, problems, key,
-                               process.reuse_packaged(settings.archive_dir, code, key)))
+        plans.append(
+            _ItemPlan(
+                code, entry, planned, problems, key, process.reuse_packaged(settings.archive_dir, code, key)
+            )
+        )
     return plans
 
 
-def _page_futures(plans: list[_ItemPlan], settings: Settings, cache_dir: Path,
-                  window: int) -> Iterator[tuple[int, PageResult | BaseException]]:
+def _page_futures(
+    plans: list[_ItemPlan], settings: Settings, cache_dir: Path, window: int
+) -> Iterator[tuple[int, PageResult]]:
     """Submit page OCR tasks with at most `window` in flight; yield (plan index, result) in order."""
-    jobs = ((i, seq, src, sha) for i, plan in enumerate(plans) if plan.reused is None
-            for seq, (src, sha) in enumerate(plan.planned, start=1))
+    jobs = (
+        (i, seq, src, sha)
+        for i, plan in enumerate(plans)
+        if plan.reused is None
+        for seq, (src, sha) in enumerate(plan.planned, start=1)
+    )
     pending: deque[tuple[int, int, str, PrefectFuture[PageResult]]] = deque()
 
     def top_up() -> None:
@@ -95,18 +118,24 @@ def _page_futures(plans: list[_ItemPlan], settings: Settings, cache_dir: Path,
     while pending:
         i, seq, name, future = pending.popleft()
         try:
-            result: PageResult | BaseException = future.result()
+            result: PageResult = future.result()
         except Exception as exc:  # noqa: BLE001 - a failed page becomes a finding, never a failed batch
-            result = PageResult(seq=seq, source=name, frame=0, source_sha256="",
-                                error=f"processing failed: {exc.__class__.__name__}: {exc}")
+            result = PageResult(
+                seq=seq,
+                source=name,
+                frame=0,
+                source_sha256="",
+                error=f"processing failed: {exc.__class__.__name__}: {exc}",
+            )
         top_up()
-        yield i, result  # type: ignore[misc]
+        yield i, result
 
 
 def _finish_item(plan: _ItemPlan, pages: list[PageResult], batch_id: str, settings: Settings) -> ItemResult:
     try:
-        return package_item_task(plan.archive_code, plan.entry, pages, plan.problems, plan.input_key,
-                                 batch_id, settings)
+        return package_item_task(
+            plan.archive_code, plan.entry, pages, plan.problems, plan.input_key, batch_id, settings
+        )
     except Exception as exc:  # noqa: BLE001 - a failed item does not fail the batch
         log.exception("packaging %s failed", plan.archive_code)
         item = ItemResult(plan.archive_code, plan.entry, pages=pages)
@@ -175,5 +204,6 @@ def process_batch(batch_dir: str, settings_data: dict[str, Any]) -> dict[str, An
 
 def run_batch(batch_dir: Path, settings: Settings) -> dict[str, Any]:
     """Run the flow with a thread pool sized by the OCR settings."""
-    runner = ThreadPoolTaskRunner(max_workers=settings.ocr.workers)  # type: ignore[arg-type]
-    return process_batch.with_options(task_runner=runner)(str(batch_dir), settings.model_dump(mode="json"))
+    runner: Any = ThreadPoolTaskRunner(max_workers=settings.ocr.workers)
+    flow_run = process_batch.with_options(task_runner=runner)
+    return flow_run(str(batch_dir), settings.model_dump(mode="json"))

@@ -3,5 +3,13 @@
 from pipeline.index.analysis import analyse, fold
 from pipeline.index.base import IndexItem, IndexPage, SearchBackend, SearchHit, SearchQuery, open_backend
 
-__all__ = ["IndexItem", "IndexPage", "SearchBackend", "SearchHit", "SearchQuery", "analyse", "fold",
-           "open_backend"]
+__all__ = [
+    "IndexItem",
+    "IndexPage",
+    "SearchBackend",
+    "SearchHit",
+    "SearchQuery",
+    "analyse",
+    "fold",
+    "open_backend",
+]

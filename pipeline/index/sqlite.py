@@ -54,7 +54,7 @@ def fts_expression(text: str) -> str | None:
         elif len(term) == 1:
             parts.append(f"unigrams : {_phrase([term])}")
         else:
-            parts.append(f"bigrams : {_phrase([term[i:i + 2] for i in range(len(term) - 1)])}")
+            parts.append(f"bigrams : {_phrase([term[i : i + 2] for i in range(len(term) - 1)])}")
     return " AND ".join(parts) if parts else None
 
 
@@ -79,14 +79,24 @@ class SqliteIndex:
                 cur = self._db.execute(
                     "INSERT INTO pages (archive_code, page, title, year, stage, retention, security_level,"
                     " box, policy_number, policyholder, visible, text) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (item.archive_code, page.page, item.title,
-                     *(item.fields.get(f, "") for f in _FIELDS), int(item.visible), page.text),
+                    (
+                        item.archive_code,
+                        page.page,
+                        item.title,
+                        *(item.fields.get(f, "") for f in _FIELDS),
+                        int(item.visible),
+                        page.text,
+                    ),
                 )
                 tokens = analyse(page.text)
                 self._db.execute(
                     "INSERT INTO pages_fts (rowid, bigrams, unigrams, words) VALUES (?,?,?,?)",
-                    (cur.lastrowid, " ".join(tokens.bigrams), " ".join(tokens.unigrams),
-                     " ".join(tokens.words)),
+                    (
+                        cur.lastrowid,
+                        " ".join(tokens.bigrams),
+                        " ".join(tokens.unigrams),
+                        " ".join(tokens.words),
+                    ),
                 )
 
     def _delete(self, archive_code: str) -> None:
@@ -103,8 +113,11 @@ class SqliteIndex:
     def count_pages(self, archive_code: str | None = None) -> int:
         if archive_code is None:
             return int(self._db.execute("SELECT count(*) FROM pages").fetchone()[0])
-        return int(self._db.execute("SELECT count(*) FROM pages WHERE archive_code = ?",
-                                    (archive_code,)).fetchone()[0])
+        return int(
+            self._db.execute("SELECT count(*) FROM pages WHERE archive_code = ?", (archive_code,)).fetchone()[
+                0
+            ]
+        )
 
     def search(self, query: SearchQuery) -> SearchResult:
         expression = fts_expression(query.text)
@@ -112,8 +125,11 @@ class SqliteIndex:
             return SearchResult(0, [])
         where = ["pages_fts MATCH ?"]
         args: list[object] = [expression]
-        for column, value in (("p.year", query.year), ("p.stage", query.stage),
-                              ("p.archive_code", query.archive_code)):
+        for column, value in (
+            ("p.year", query.year),
+            ("p.stage", query.stage),
+            ("p.archive_code", query.archive_code),
+        ):
             if value:
                 where.append(f"{column} = ?")
                 args.append(value)
@@ -132,6 +148,9 @@ class SqliteIndex:
         hits = []
         for code, page, title, text, score, *values in rows:
             snippet, spans = make_snippet(text, terms, self.snippet_chars)
-            hits.append(SearchHit(code, page, title, snippet, spans, -float(score),
-                                  dict(zip(_FIELDS, values, strict=True))))
+            hits.append(
+                SearchHit(
+                    code, page, title, snippet, spans, -float(score), dict(zip(_FIELDS, values, strict=True))
+                )
+            )
         return SearchResult(total, hits)

@@ -18,7 +18,7 @@ _CJK = (
 )
 _SPACE_BETWEEN_CJK = re.compile(rf"(?<=[{_CJK}])\s+(?=[{_CJK}])")
 _SPACE_RUNS = re.compile(r"[ \t\u3000]+")
-CJK_CHAR = re.compile(rf"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+CJK_CHAR = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 
 
 def normalise_text(text: str) -> str:

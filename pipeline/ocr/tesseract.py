@@ -107,16 +107,24 @@ class TesseractEngine:
         lines = []
         for idx in groups.values():
             boxes = [
-                (float(data["left"][i]), float(data["top"][i]),
-                 float(data["left"][i] + data["width"][i]), float(data["top"][i] + data["height"][i]))
+                (
+                    float(data["left"][i]),
+                    float(data["top"][i]),
+                    float(data["left"][i] + data["width"][i]),
+                    float(data["top"][i] + data["height"][i]),
+                )
                 for i in idx
             ]
             confidence = sum(float(data["conf"][i]) for i in idx) / len(idx) / 100.0
             text = normalise_text(" ".join(str(data["text"][i]) for i in idx))
             if not text or confidence < self.min_confidence:
                 continue
-            box = (min(b[0] for b in boxes), min(b[1] for b in boxes),
-                   max(b[2] for b in boxes), max(b[3] for b in boxes))
+            box = (
+                min(b[0] for b in boxes),
+                min(b[1] for b in boxes),
+                max(b[2] for b in boxes),
+                max(b[3] for b in boxes),
+            )
             lines.append(OcrLine(text, box, confidence, tuple(boxes)))
         return lines
 
