@@ -46,7 +46,10 @@ samples: setup
 	$(VENV)/bin/python samples/make_samples.py
 
 bench: setup
-	$(VENV)/bin/python benchmarks/run.py
+	@dpkg -s ghostscript >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ghostscript >/dev/null; }
+	$(VENV)/bin/pip install -q -e ".[dev,bench]"
+	$(VENV)/bin/python -m benchmarks.run
 
 clean-home:
 	rm -rf capture-home
