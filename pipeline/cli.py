@@ -25,6 +25,8 @@ app = typer.Typer(
 )
 catalogue_app = typer.Typer(help="Catalogue (归档目录) commands.", no_args_is_help=True)
 app.add_typer(catalogue_app, name="catalogue")
+qa_app = typer.Typer(help="QA (质检) queue: list, show and decide cases.", no_args_is_help=True)
+app.add_typer(qa_app, name="qa")
 # Piped output (CI logs, `make run | tee`) gets a readable width instead of Rich's 80 columns.
 console = Console(width=None if sys.stdout.isatty() else 132)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 132)
@@ -51,7 +53,7 @@ def _import_catalogue(path: Path, settings: Settings) -> None:
     from pipeline.store import Store
 
     loaded = read_catalogue(path)
-    store = Store(settings.state_path)
+    store = Store(settings.state_url)
     try:
         count = store.import_catalogue(loaded.entries, str(path))
     finally:
@@ -111,9 +113,13 @@ class RichObserver:
         )
 
 
-def _prefect_environment(settings: Settings) -> None:
-    """Prefect keeps its ephemeral database in CAPTURE_HOME; quiet logs; no telemetry."""
-    os.environ.setdefault("PREFECT_HOME", str(settings.prefect_home))
+def _prefect_environment(settings: Settings, own: str = "") -> None:
+    """Prefect keeps its ephemeral database in CAPTURE_HOME; quiet logs; no telemetry.
+
+    `own` gives a long-lived process its own Prefect database, so two watchers sharing one
+    CAPTURE_HOME never contend for it.
+    """
+    os.environ.setdefault("PREFECT_HOME", str(settings.prefect_home / own if own else settings.prefect_home))
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -192,6 +198,226 @@ def run(
     console.print(f"Archive: {settings.archive_dir}\nReport:  {report['report_path']}")
     if totals["failed"]:
         raise typer.Exit(1)
+
+
+# ------------------------------------------------------------------ watch
+
+
+@app.command("watch")
+def watch_command(
+    folder: Annotated[Path | None, typer.Option(help="Watch folder (default: watch.folder setting)")] = None,
+    until_idle: Annotated[
+        bool, typer.Option("--until-idle", help="Stop once nothing is left to wait for")
+    ] = False,
+) -> None:
+    """Poll the watch folder and process every complete batch (runs until stopped)."""
+    import signal
+    import socket
+    import threading
+
+    settings = _settings()
+    if folder is not None:
+        settings = settings.model_copy(
+            update={"watch": settings.watch.model_copy(update={"folder": str(folder)})}
+        )
+    settings.ensure_dirs()
+    _prefect_environment(settings, own=f"watch-{socket.gethostname()}-{os.getpid()}")
+    from pipeline.flows.watch import watch_folder
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        counts = watch_folder(
+            settings, say=lambda m: console.print(m, highlight=False), stop=stop, until_idle=until_idle
+        )
+    except KeyboardInterrupt:
+        stop.set()
+        counts = {}
+    if counts:
+        console.print(
+            f"stopped: {counts.get('done', 0)} batches done, {counts.get('quarantined', 0)} quarantined"
+        )
+
+
+# ------------------------------------------------------------------ QA
+
+
+def _user(user: str | None) -> str:
+    return user or os.environ.get("CAPTURE_USER") or os.environ.get("USER") or ""
+
+
+def _qa_context(settings: Settings):  # type: ignore[no-untyped-def]
+    from pipeline.index import open_backend
+    from pipeline.store import Store
+
+    return Store(settings.state_url), open_backend(settings)
+
+
+@qa_app.command("list")
+def qa_list(
+    status: Annotated[
+        str, typer.Option(help="open, approved, rescan, corrected, superseded or all")
+    ] = "open",
+    batch: Annotated[str | None, typer.Option(help="Only cases from this batch id")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """List QA cases (default: the open ones)."""
+    from pipeline.store import Store
+
+    settings = _settings()
+    store = Store(settings.state_url)
+    try:
+        cases = store.cases(None if status == "all" else status, batch)
+    finally:
+        store.close()
+    rows = [
+        {
+            "archive_code": c.archive_code,
+            "batch": c.batch_id,
+            "status": c.status,
+            "opened_at": c.opened_at.isoformat(timespec="seconds"),
+            "findings": [f["code"] for f in c.findings],
+        }
+        for c in cases
+    ]
+    if as_json:
+        sys.stdout.write(json.dumps(rows, ensure_ascii=False, indent=2) + "\n")
+        return
+    table = Table(title=f"QA cases ({status})")
+    for column in ("archive code", "batch", "status", "opened", "findings"):
+        table.add_column(column)
+    for r in rows:
+        codes = ", ".join(sorted(set(r["findings"])))
+        table.add_row(str(r["archive_code"]), str(r["batch"]), str(r["status"]), str(r["opened_at"]), codes)
+    console.print(table)
+    console.print(f"{len(rows)} cases")
+
+
+@qa_app.command("show")
+def qa_show(archive_code: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """The catalogue entry, findings, per-page facts, thumbnails and the PDF of an item."""
+    from pipeline.qa import load_record, thumbnails
+
+    settings = _settings()
+    store, index = _qa_context(settings)
+    try:
+        item = store.item(archive_code)
+        if item is None:
+            _fail(CaptureError(f"{archive_code} has not been processed"))
+        record = load_record(settings, archive_code)
+        entry = store.catalogue_entry(archive_code)
+        thumbs = thumbnails(settings, archive_code, record)
+        case = store.open_case(archive_code)
+        decisions = store.decisions(archive_code)
+        store.audit(_user(None) or "unknown", "qa.view", archive_code)
+    except CaptureError as exc:
+        _fail(exc)
+    finally:
+        index.close()
+        store.close()
+    data = {
+        "archive_code": archive_code,
+        "qa_status": item.qa_status,
+        "visible": item.visible,
+        "catalogue": entry.to_dict() if entry else None,
+        "pdf": item.pdf_path,
+        "findings": case.findings if case else [f for f in record["findings"]],
+        "pages": [
+            {k: p[k] for k in ("page", "source", "dpi", "rotation", "skew_deg", "blank", "confidence")}
+            for p in record["pages"]
+        ],
+        "thumbnails": [str(t) for t in thumbs],
+        "decisions": [
+            {"action": d.action, "reason": d.reason, "user": d.user, "at": d.at.isoformat()}
+            for d in decisions
+        ],
+    }
+    if as_json:
+        sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2) + "\n")
+        return
+    console.print(
+        f"[bold]{archive_code}[/]  QA: {item.qa_status}  searchable: {'yes' if item.visible else 'no'}"
+    )
+    if entry:
+        console.print(
+            "catalogue: " + ", ".join(f"{k}={v}" for k, v in entry.to_dict().items() if v not in ("", None))
+        )
+    else:
+        console.print("[red]not in the catalogue[/]")
+    for f in data["findings"]:
+        console.print(f"  [yellow]{f['code']}[/]: {f['message']}")
+    pages = Table()
+    for column in ("page", "source", "dpi", "rotation", "skew", "blank", "confidence", "thumbnail"):
+        pages.add_column(column)
+    thumb_by_page = {int(Path(t).stem): str(t) for t in thumbs}
+    for p in record["pages"]:
+        pages.add_row(
+            str(p["page"]),
+            p["source"],
+            str(p["dpi"]),
+            str(p["rotation"]),
+            str(p["skew_deg"]),
+            "yes" if p["blank"] else "",
+            "" if p["confidence"] is None else f"{p['confidence']:.3f}",
+            thumb_by_page.get(p["page"], ""),
+        )
+    console.print(pages)
+    console.print(f"PDF: {item.pdf_path}")
+    for d in data["decisions"]:
+        console.print(f"decision: {d['action']} by {d['user']} at {d['at']}: {d['reason']}")
+
+
+def _qa_decision(
+    action: str, archive_code: str, reason: str, user: str | None, pages: int | None = None
+) -> None:
+    from pipeline import qa
+
+    settings = _settings()
+    store, index = _qa_context(settings)
+    try:
+        if action == "approve":
+            outcome = qa.approve(store, index, settings, archive_code, reason, _user(user))
+        elif action == "rescan":
+            outcome = qa.rescan(store, index, settings, archive_code, reason, _user(user))
+        else:
+            assert pages is not None
+            outcome = qa.correct(store, index, settings, archive_code, pages, reason, _user(user))
+    except CaptureError as exc:
+        _fail(exc)
+    finally:
+        index.close()
+        store.close()
+    state = "searchable" if outcome.visible else "held back from search"
+    console.print(f"{archive_code}: {action} recorded; case {outcome.case_status}; item {state}.")
+    for f in outcome.remaining:
+        console.print(f"  still open: [yellow]{f['code']}[/] {f['message']}")
+
+
+ReasonOption = Annotated[str, typer.Option("--reason", help="Why (required)")]
+UserOption = Annotated[str | None, typer.Option("--user", help="Who decides (default: CAPTURE_USER or USER)")]
+
+
+@qa_app.command("approve")
+def qa_approve(archive_code: str, reason: ReasonOption, user: UserOption = None) -> None:
+    """Accept the item as it is; it becomes searchable."""
+    _qa_decision("approve", archive_code, reason, user)
+
+
+@qa_app.command("rescan")
+def qa_rescan(archive_code: str, reason: ReasonOption, user: UserOption = None) -> None:
+    """Send the item back for rescanning; it stays out of search until a rescan supersedes it."""
+    _qa_decision("rescan", archive_code, reason, user)
+
+
+@qa_app.command("correct")
+def qa_correct(
+    archive_code: str,
+    pages: Annotated[int, typer.Option("--pages", help="The right page count (页数)")],
+    reason: ReasonOption,
+    user: UserOption = None,
+) -> None:
+    """Correct the catalogue's page count and verify the item again."""
+    _qa_decision("correct", archive_code, reason, user, pages)
 
 
 # ------------------------------------------------------------------ search

@@ -235,12 +235,14 @@ def item_input_key(
     problems: list[FileProblem],
     entry: CatalogueEntry | None,
     settings: Settings,
+    expected: bool | None = None,
 ) -> str:
     parts = [f"{s.path.name}:{s.frame}:{d}" for s, d in planned]
     parts += [f"problem:{p.file}:{p.reason}" for p in problems]
     parts.append(json.dumps(entry.to_dict() if entry else None, sort_keys=True, ensure_ascii=False))
     parts.append(json.dumps(settings.verify.model_dump(), sort_keys=True))
     parts.append(settings_fingerprint(settings))
+    parts.append(f"manifest:{expected}")
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
@@ -315,6 +317,7 @@ def package_item(
     input_key: str,
     batch_id: str,
     settings: Settings,
+    expected: bool | None = None,
 ) -> ItemResult:
     """Verify the item, write its PDF/A and record into a staging folder, then move it into place."""
     item = ItemResult(archive_code, entry, pages=sorted(pages, key=lambda p: p.seq))
@@ -322,6 +325,7 @@ def package_item(
         verify.check_files(file_problems)
         + verify.check_pages(item.pages, settings.verify)
         + verify.check_catalogue(archive_code, entry, item.pages)
+        + verify.check_manifest(archive_code, expected)
     )
     printable = [p for p in item.pages if p.readable and p.image_path]
     if not printable:
@@ -410,7 +414,7 @@ def _move_into_place(staging: Path, archive: Path, archive_code: str) -> Path:
     return final
 
 
-def index_document(item: ItemResult) -> IndexItem:
+def index_document(item: ItemResult, *, visible: bool = True) -> IndexItem:
     """The index's view of an item: catalogue fields, visibility, and the text of each page."""
     from pipeline.index.analysis import join_lines
 
@@ -426,4 +430,4 @@ def index_document(item: ItemResult) -> IndexItem:
         if p.ocr and p.ocr.lines
     )
     title = (entry.title if entry and entry.title else "") or item.archive_code
-    return IndexItem(item.archive_code, title, fields, pages, visible=True)
+    return IndexItem(item.archive_code, title, fields, pages, visible=visible)

@@ -24,6 +24,8 @@ class BatchReport:
     rejected: list[dict[str, str]] = field(default_factory=list)  # folders not taken as items
     loose_files: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    manifest: dict[str, Any] | None = None
+    batch_findings: list[dict[str, str]] = field(default_factory=list)  # e.g. an expected item missing
 
     def totals(self) -> dict[str, Any]:
         verdicts = Counter(str(i.verdict) for i in self.items)
@@ -39,6 +41,9 @@ class BatchReport:
             "flags": flags,
             "rejected_folders": len(self.rejected),
             "reused": sum(1 for i in self.items if i.reused),
+            "straight_through": verdicts.get(str(Verdict.PASSED), 0),
+            "waiting_for_qa": verdicts.get(str(Verdict.NEEDS_QA), 0) + verdicts.get(str(Verdict.FAILED), 0),
+            "batch_findings": len(self.batch_findings),
             "seconds": round(self.seconds, 1),
             "pages_per_minute": round(pages / self.seconds * 60, 1) if self.seconds else None,
         }
@@ -53,6 +58,8 @@ class BatchReport:
             "items": [i.summary() for i in self.items],
             "rejected_folders": self.rejected,
             "loose_files": self.loose_files,
+            "manifest": self.manifest,
+            "batch_findings": self.batch_findings,
         }
 
     def write(self, folder: Path) -> Path:

@@ -51,6 +51,18 @@ class IndexSettings(BaseModel):
     snippet_chars: int = Field(30, ge=5, le=500)
 
 
+class WatchSettings(BaseModel):
+    folder: str = ""  # empty: <home>/watch
+    poll_seconds: float = Field(5.0, gt=0)
+    quiet_seconds: float = Field(30.0, ge=0)
+    marker: str = "READY"
+    stale_claim_seconds: float = Field(120.0, gt=0)
+
+
+class StateSettings(BaseModel):
+    url: str = ""  # empty: SQLite file in <home>; e.g. postgresql+psycopg://user@host/db
+
+
 class Settings(BaseSettings):
     """All settings; each stage receives only its own section."""
 
@@ -66,6 +78,8 @@ class Settings(BaseSettings):
     verify: VerifySettings = VerifySettings()
     package: PackageSettings = PackageSettings()
     index: IndexSettings = IndexSettings()
+    watch: WatchSettings = WatchSettings()
+    state: StateSettings = StateSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -108,6 +122,16 @@ class Settings(BaseSettings):
     @property
     def state_path(self) -> Path:
         return self.home_dir / "state.sqlite"
+
+    @property
+    def state_url(self) -> str:
+        return self.state.url or str(self.state_path)
+
+    @property
+    def watch_dir(self) -> Path:
+        return (
+            Path(self.watch.folder).expanduser().resolve() if self.watch.folder else self.home_dir / "watch"
+        )
 
     @property
     def prefect_home(self) -> Path:

@@ -1,33 +1,41 @@
-"""SQL state: the imported catalogue, batches, items and their findings (SQLAlchemy 2).
+"""SQL state through SQLAlchemy 2: catalogue, batches, items, packages, findings, QA, audit log.
 
-SQLite in CAPTURE_HOME by default. Writes are keyed so that re-running a batch updates rows
-instead of duplicating them.
+SQLite in CAPTURE_HOME by default; PostgreSQL (or any SQLAlchemy URL) through
+`state.url`. The schema is created and upgraded by Alembic migrations
+(pipeline/migrations), so an office upgrades without losing its data. Writes are keyed so
+that re-running a batch updates rows instead of duplicating them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     DateTime,
-    ForeignKey,
     Integer,
     String,
     Text,
     create_engine,
     delete,
+    event,
     select,
+    update,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from pipeline.models import CatalogueEntry, ItemResult
+from pipeline.models import CatalogueEntry, ItemResult, Severity
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
-def _now() -> datetime:
+def now() -> datetime:
     return datetime.now(UTC)
 
 
@@ -50,7 +58,7 @@ class CatalogueRow(Base):
     remarks: Mapped[str] = mapped_column(Text, default="")
     title: Mapped[str] = mapped_column(Text, default="")
     source: Mapped[str] = mapped_column(Text, default="")
-    imported_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    imported_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
 
     def to_entry(self) -> CatalogueEntry:
         return CatalogueEntry(
@@ -71,33 +79,54 @@ class CatalogueRow(Base):
 
 class BatchRow(Base):
     __tablename__ = "batches"
-    batch_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    batch_id: Mapped[str] = mapped_column(String(120), primary_key=True)
     path: Mapped[str] = mapped_column(Text)
     status: Mapped[str] = mapped_column(String(20), default="processing")
-    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     report_path: Mapped[str | None] = mapped_column(Text, nullable=True)
-    summary: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # type: ignore[type-arg]
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    manifest: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    summary: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
 class ItemRow(Base):
+    """The current state of an item (its latest package)."""
+
     __tablename__ = "items"
     archive_code: Mapped[str] = mapped_column(String(100), primary_key=True)
-    batch_id: Mapped[str] = mapped_column(ForeignKey("batches.batch_id"))
+    batch_id: Mapped[str] = mapped_column(String(120), index=True)
     verdict: Mapped[str] = mapped_column(String(20))
+    qa_status: Mapped[str] = mapped_column(String(20), default="none")  # none/open/approved/rescan/corrected
+    visible: Mapped[bool] = mapped_column(Boolean, default=False)
     pages: Mapped[int] = mapped_column(Integer)
     blank_pages: Mapped[int] = mapped_column(Integer, default=0)
     pdf_path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    record_path: Mapped[str | None] = mapped_column(Text, nullable=True)
     pdf_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    pdfa_valid: Mapped[bool] = mapped_column(default=False)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    pdfa_valid: Mapped[bool] = mapped_column(Boolean, default=False)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+
+
+class PackageRow(Base):
+    """Every package ever made of an item; a rescan supersedes the current one and keeps it."""
+
+    __tablename__ = "packages"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    archive_code: Mapped[str] = mapped_column(String(100), index=True)
+    batch_id: Mapped[str] = mapped_column(String(120))
+    pdf_sha256: Mapped[str] = mapped_column(String(64))
+    location: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(20), default="current")  # current / superseded
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    superseded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class FindingRow(Base):
     __tablename__ = "findings"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     archive_code: Mapped[str] = mapped_column(String(100), index=True)
-    batch_id: Mapped[str] = mapped_column(String(100))
+    batch_id: Mapped[str] = mapped_column(String(120))
     code: Mapped[str] = mapped_column(String(50))
     severity: Mapped[str] = mapped_column(String(10))
     message: Mapped[str] = mapped_column(Text)
@@ -105,63 +134,208 @@ class FindingRow(Base):
     file: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
+class QaCaseRow(Base):
+    __tablename__ = "qa_cases"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    archive_code: Mapped[str] = mapped_column(String(100), index=True)
+    batch_id: Mapped[str] = mapped_column(String(120), index=True)
+    pdf_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    status: Mapped[str] = mapped_column(
+        String(20), default="open"
+    )  # open/approved/rescan/corrected/superseded
+    findings: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    opened_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class DecisionRow(Base):
+    __tablename__ = "decisions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    case_id: Mapped[int] = mapped_column(Integer, index=True)
+    archive_code: Mapped[str] = mapped_column(String(100), index=True)
+    action: Mapped[str] = mapped_column(String(20))  # approve / rescan / correct
+    reason: Mapped[str] = mapped_column(Text)
+    user: Mapped[str] = mapped_column(String(100))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+
+
+class AuditRow(Base):
+    """Append-only: who did what, when (searches, views, decisions)."""
+
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now, index=True)
+    user: Mapped[str] = mapped_column(String(100))
+    action: Mapped[str] = mapped_column(String(30))
+    target: Mapped[str] = mapped_column(Text, default="")
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+
+
+def database_url(url_or_path: str | Path) -> str:
+    url = str(url_or_path)
+    if "://" not in url:
+        Path(url).parent.mkdir(parents=True, exist_ok=True)
+        url = f"sqlite:///{url}"
+    return url
+
+
+def upgrade_schema(engine: Engine) -> None:
+    """Bring the database to the newest migration (creates it on first use)."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+
 class Store:
     def __init__(self, url_or_path: str | Path) -> None:
-        url = str(url_or_path)
-        if "://" not in url:
-            Path(url).parent.mkdir(parents=True, exist_ok=True)
-            url = f"sqlite:///{url}"
-        self.engine: Engine = create_engine(url, future=True)
-        Base.metadata.create_all(self.engine)
+        url = database_url(url_or_path)
+        self.engine: Engine = create_engine(url, future=True, pool_pre_ping=True)
+        if url.startswith("sqlite"):
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        upgrade_schema(self.engine)
 
     def close(self) -> None:
         self.engine.dispose()
 
-    # catalogue
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with Session(self.engine, expire_on_commit=False) as session, session.begin():
+            yield session
+
+    # ---------------------------------------------------------------- catalogue
     def import_catalogue(self, entries: Iterable[CatalogueEntry], source: str) -> int:
         count = 0
-        with Session(self.engine) as session, session.begin():
+        with self.session() as session:
             for entry in entries:
-                session.merge(CatalogueRow(**entry.to_dict(), source=source, imported_at=_now()))
+                session.merge(CatalogueRow(**entry.to_dict(), source=source, imported_at=now()))
                 count += 1
         return count
 
     def catalogue(self) -> dict[str, CatalogueEntry]:
-        with Session(self.engine) as session:
+        with self.session() as session:
             return {row.archive_code: row.to_entry() for row in session.scalars(select(CatalogueRow))}
 
-    # batches and items
-    def start_batch(self, batch_id: str, path: str) -> None:
-        with Session(self.engine) as session, session.begin():
-            session.merge(
-                BatchRow(
-                    batch_id=batch_id, path=path, status="processing", started_at=_now(), finished_at=None
-                )
+    def catalogue_entry(self, archive_code: str) -> CatalogueEntry | None:
+        with self.session() as session:
+            row = session.get(CatalogueRow, archive_code)
+            return row.to_entry() if row else None
+
+    def set_page_count(self, archive_code: str, pages: int) -> None:
+        with self.session() as session:
+            session.execute(
+                update(CatalogueRow).where(CatalogueRow.archive_code == archive_code).values(page_count=pages)
             )
 
-    def finish_batch(self, batch_id: str, status: str, report_path: str, summary: dict) -> None:  # type: ignore[type-arg]
-        with Session(self.engine) as session, session.begin():
+    # ---------------------------------------------------------------- batches
+    def start_batch(self, batch_id: str, path: str, manifest: dict[str, Any] | None = None) -> None:
+        with self.session() as session:
             row = session.get(BatchRow, batch_id)
-            if row is not None:
-                row.status, row.finished_at = status, _now()
-                row.report_path, row.summary = report_path, summary
+            if row is None:
+                session.add(BatchRow(batch_id=batch_id, path=path, status="processing", manifest=manifest))
+            else:
+                row.path, row.status, row.finished_at = path, "processing", None
+                row.manifest = manifest or row.manifest
 
-    def record_item(self, batch_id: str, item: ItemResult) -> None:
-        """Upsert the item and replace its findings: re-running never duplicates them."""
-        with Session(self.engine) as session, session.begin():
-            session.merge(
-                ItemRow(
-                    archive_code=item.archive_code,
-                    batch_id=batch_id,
-                    verdict=str(item.verdict),
-                    pages=item.page_count,
-                    blank_pages=item.blank_pages,
-                    pdf_path=item.pdf_path,
-                    pdf_sha256=item.pdf_sha256,
-                    pdfa_valid=item.pdfa_valid,
-                    updated_at=_now(),
+    def finish_batch(
+        self,
+        batch_id: str,
+        status: str,
+        report_path: str | None,
+        summary: dict[str, Any] | None,
+        reason: str = "",
+    ) -> None:
+        with self.session() as session:
+            row = session.get(BatchRow, batch_id)
+            if row is None:
+                row = BatchRow(batch_id=batch_id, path="", started_at=now())
+                session.add(row)
+            row.status, row.finished_at = status, now()
+            row.report_path, row.summary, row.reason = report_path, summary, reason or None
+
+    def batch(self, batch_id: str) -> BatchRow | None:
+        with self.session() as session:
+            return session.get(BatchRow, batch_id)
+
+    def batches(self) -> list[BatchRow]:
+        with self.session() as session:
+            return list(session.scalars(select(BatchRow).order_by(BatchRow.started_at.desc())))
+
+    # ---------------------------------------------------------------- items
+    def record_item(self, batch_id: str, item: ItemResult) -> ItemRow:
+        """Upsert the item, its package history, findings and QA case; returns the item row.
+
+        Idempotent for the same package (same PDF SHA-256): re-running never duplicates a
+        package, a finding or a case. A new package supersedes the current one.
+        """
+        flags = [f.to_dict() for f in item.findings if f.severity != Severity.INFO]
+        with self.session() as session:
+            current = session.scalars(
+                select(PackageRow).where(
+                    PackageRow.archive_code == item.archive_code, PackageRow.status == "current"
                 )
+            ).first()
+            new_package = item.pdf_sha256 is not None and (
+                current is None or current.pdf_sha256 != item.pdf_sha256
             )
+            open_case = session.scalars(
+                select(QaCaseRow).where(
+                    QaCaseRow.archive_code == item.archive_code, QaCaseRow.status == "open"
+                )
+            ).first()
+            if new_package:
+                if current is not None:
+                    current.status, current.superseded_at = "superseded", now()
+                    if open_case is not None:
+                        open_case.status, open_case.closed_at = "superseded", now()
+                        open_case = None
+                session.add(
+                    PackageRow(
+                        archive_code=item.archive_code,
+                        batch_id=batch_id,
+                        pdf_sha256=item.pdf_sha256 or "",
+                        location=str(Path(item.pdf_path).parent) if item.pdf_path else "",
+                    )
+                )
+            row = session.get(ItemRow, item.archive_code)
+            if flags and open_case is None and (new_package or row is None or row.qa_status == "none"):
+                session.add(
+                    QaCaseRow(
+                        archive_code=item.archive_code,
+                        batch_id=batch_id,
+                        pdf_sha256=item.pdf_sha256,
+                        findings=flags,
+                    )
+                )
+                qa_status = "open"
+            elif new_package or row is None:
+                qa_status = "open" if flags else "none"
+            else:
+                qa_status = row.qa_status  # the same package again: QA decisions stand
+            values = {
+                "batch_id": batch_id,
+                "verdict": str(item.verdict),
+                "qa_status": qa_status,
+                "visible": _visible(qa_status, item.pdf_sha256),
+                "pages": item.page_count,
+                "blank_pages": item.blank_pages,
+                "pdf_path": item.pdf_path,
+                "record_path": item.record_path,
+                "pdf_sha256": item.pdf_sha256,
+                "pdfa_valid": item.pdfa_valid,
+                "updated_at": now(),
+            }
+            if row is None:
+                row = ItemRow(archive_code=item.archive_code, **values)
+                session.add(row)
+            else:
+                for key, value in values.items():
+                    setattr(row, key, value)
             session.execute(delete(FindingRow).where(FindingRow.archive_code == item.archive_code))
             for f in item.findings:
                 session.add(
@@ -175,11 +349,126 @@ class Store:
                         file=f.file,
                     )
                 )
-
-    def findings(self, archive_code: str) -> list[FindingRow]:
-        with Session(self.engine) as session:
-            return list(session.scalars(select(FindingRow).where(FindingRow.archive_code == archive_code)))
+            session.flush()
+            return row
 
     def item(self, archive_code: str) -> ItemRow | None:
-        with Session(self.engine) as session:
+        with self.session() as session:
             return session.get(ItemRow, archive_code)
+
+    def items(self) -> list[ItemRow]:
+        with self.session() as session:
+            return list(session.scalars(select(ItemRow).order_by(ItemRow.archive_code)))
+
+    def findings(self, archive_code: str) -> list[FindingRow]:
+        with self.session() as session:
+            return list(session.scalars(select(FindingRow).where(FindingRow.archive_code == archive_code)))
+
+    def packages(self, archive_code: str) -> list[PackageRow]:
+        with self.session() as session:
+            return list(
+                session.scalars(
+                    select(PackageRow).where(PackageRow.archive_code == archive_code).order_by(PackageRow.id)
+                )
+            )
+
+    # ---------------------------------------------------------------- QA
+    def cases(self, status: str | None = "open", batch_id: str | None = None) -> list[QaCaseRow]:
+        query = select(QaCaseRow).order_by(QaCaseRow.opened_at, QaCaseRow.id)
+        if status:
+            query = query.where(QaCaseRow.status == status)
+        if batch_id:
+            query = query.where(QaCaseRow.batch_id == batch_id)
+        with self.session() as session:
+            return list(session.scalars(query))
+
+    def open_case(self, archive_code: str) -> QaCaseRow | None:
+        with self.session() as session:
+            return session.scalars(
+                select(QaCaseRow).where(QaCaseRow.archive_code == archive_code, QaCaseRow.status == "open")
+            ).first()
+
+    def decide(
+        self,
+        archive_code: str,
+        action: str,
+        reason: str,
+        user: str,
+        *,
+        close_as: str | None,
+        details: dict[str, Any] | None = None,
+    ) -> DecisionRow:
+        """Record a decision on the item's open case; close it as `close_as` (None keeps it open)."""
+        with self.session() as session:
+            case = session.scalars(
+                select(QaCaseRow).where(QaCaseRow.archive_code == archive_code, QaCaseRow.status == "open")
+            ).first()
+            if case is None:
+                raise LookupError(f"{archive_code} has no open QA case")
+            decision = DecisionRow(
+                case_id=case.id,
+                archive_code=archive_code,
+                action=action,
+                reason=reason,
+                user=user,
+                details=details,
+            )
+            session.add(decision)
+            item = session.get(ItemRow, archive_code)
+            if close_as is not None:
+                case.status, case.closed_at = close_as, now()
+                if item is not None:
+                    item.qa_status = close_as
+                    item.visible = _visible(close_as, item.pdf_sha256)
+            session.add(
+                AuditRow(
+                    user=user,
+                    action=f"qa.{action}",
+                    target=archive_code,
+                    details={"reason": reason, "case": case.id, **(details or {})},
+                )
+            )
+            session.flush()
+            return decision
+
+    def update_case_findings(self, archive_code: str, findings: list[dict[str, Any]]) -> None:
+        with self.session() as session:
+            case = session.scalars(
+                select(QaCaseRow).where(QaCaseRow.archive_code == archive_code, QaCaseRow.status == "open")
+            ).first()
+            if case is not None:
+                case.findings = findings
+
+    def decisions(self, archive_code: str) -> list[DecisionRow]:
+        with self.session() as session:
+            return list(
+                session.scalars(
+                    select(DecisionRow)
+                    .where(DecisionRow.archive_code == archive_code)
+                    .order_by(DecisionRow.id)
+                )
+            )
+
+    # ---------------------------------------------------------------- audit
+    def audit(self, user: str, action: str, target: str = "", details: dict[str, Any] | None = None) -> None:
+        with self.session() as session:
+            session.add(AuditRow(user=user, action=action, target=target, details=details))
+
+    def audit_log(self, action: str | None = None) -> list[AuditRow]:
+        query = select(AuditRow).order_by(AuditRow.id)
+        if action:
+            query = query.where(AuditRow.action == action)
+        with self.session() as session:
+            return list(session.scalars(query))
+
+
+def _visible(qa_status: str, pdf_sha256: str | None) -> bool:
+    """Searchers see an item once it passed QA (straight through, approved or corrected)."""
+    return pdf_sha256 is not None and qa_status in ("none", "approved", "corrected")
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()

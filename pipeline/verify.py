@@ -115,6 +115,12 @@ def check_catalogue(
     ]
 
 
+def check_manifest(archive_code: str, expected: bool | None) -> list[Finding]:
+    if expected is False:
+        return [Finding("unexpected_item", f"{archive_code} is in the batch but not listed in its manifest")]
+    return []
+
+
 def verdict_of(findings: Iterable[Finding], packaged: bool) -> Verdict:
     if not packaged:
         return Verdict.FAILED

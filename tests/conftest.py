@@ -70,7 +70,7 @@ def import_catalogue(settings, path: Path) -> None:  # type: ignore[no-untyped-d
     from pipeline.catalog import read_catalogue
     from pipeline.store import Store
 
-    store = Store(settings.state_path)
+    store = Store(settings.state_url)
     try:
         store.import_catalogue(read_catalogue(path).entries, str(path))
     finally:
@@ -93,3 +93,60 @@ def sample_run(tmp_path_factory: pytest.TempPathFactory, prefect_harness):  # ty
 
 def items_by_code(report):  # type: ignore[no-untyped-def]
     return {item["archive_code"]: item for item in report["items"]}
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def postgres_server():  # type: ignore[no-untyped-def]
+    """A throwaway PostgreSQL cluster on 127.0.0.1 (or CAPTURE_TEST_DATABASE_URL's server)."""
+    import subprocess
+    import tempfile
+
+    url = os.environ.get("CAPTURE_TEST_DATABASE_URL")
+    if url:
+        yield url.rsplit("/", 1)[0]
+        return
+    initdb = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if not initdb:
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
+    bindir = initdb[-1].parent
+    data = Path(tempfile.mkdtemp(prefix="capture-pg-"))
+    as_postgres: list[str] = []
+    if os.geteuid() == 0:  # initdb refuses to run as root
+        shutil.chown(data, "postgres")
+        as_postgres = ["runuser", "-u", "postgres", "--"]
+    port = _free_port()
+    subprocess.run([*as_postgres, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres",
+                    "--no-sync", "-E", "UTF8"], check=True, capture_output=True)
+    options = f"-F -p {port} -k {data} -c listen_addresses=127.0.0.1"
+    subprocess.run([*as_postgres, str(bindir / "pg_ctl"), "-D", str(data), "-o", options, "-w", "-l",
+                    str(data / "log.txt"), "start"], check=True, capture_output=True)
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}"
+    finally:
+        subprocess.run([*as_postgres, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+                       capture_output=True)
+        shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path: Path) -> str:  # type: ignore[no-untyped-def]
+    """A fresh, empty database of each kind."""
+    import uuid
+
+    if request.param == "sqlite":
+        return str(tmp_path / "state.sqlite")
+    server = request.getfixturevalue("postgres_server")
+    import psycopg
+
+    name = f"capture_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server.replace("postgresql+psycopg", "postgresql") + "/postgres", autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return f"{server}/{name}"

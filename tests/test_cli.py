@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -85,15 +86,13 @@ def test_settings_come_from_toml_and_environment(tmp_path: Path) -> None:
 def test_two_homes_never_touch_each_other(tmp_path: Path) -> None:
     """A whole `capture run` in a fresh process, with its own Prefect database in CAPTURE_HOME."""
     batch = tmp_path / "batch"
-    item = batch / "SB02-2015-CB-D30-0004"
-    item.mkdir(parents=True)
-    (item / "scan.pdf").write_bytes((SAMPLES / "batch" / "SB02-2015-CB-D30-0004" / "scan.pdf").read_bytes())
+    shutil.copytree(SAMPLES / "batch" / "BX01-2014-LP-D6-0003", batch / "BX01-2014-LP-D6-0003")
     home_a, home_b = tmp_path / "a", tmp_path / "b"
     result = _run(["run", str(batch), "--catalogue", str(SAMPLES / "catalogue.csv")], home_a)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "1 items, 2 pages" in result.stdout
-    assert (home_a / "prefect").is_dir() and (home_a / "archive" / "SB02-2015-CB-D30-0004").is_dir()
+    assert "1 items, 3 pages" in result.stdout
+    assert (home_a / "prefect").is_dir() and (home_a / "archive" / "BX01-2014-LP-D6-0003").is_dir()
     assert not home_b.exists()
-    found = _run(["search", "参保", "--json"], home_a)
-    assert json.loads(found.stdout)[0]["archive_code"] == "SB02-2015-CB-D30-0004"
-    assert _run(["search", "参保"], home_b).returncode == 2
+    found = _run(["search", "理赔申请", "--json"], home_a)
+    assert json.loads(found.stdout)[0]["archive_code"] == "BX01-2014-LP-D6-0003"
+    assert _run(["search", "理赔申请"], home_b).returncode == 2

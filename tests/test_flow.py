@@ -44,10 +44,12 @@ def test_sample_batch_items_and_verdicts(sample_run) -> None:  # type: ignore[no
     blank_item = items["BX01-2013-BQ-D10-0002"]
     assert blank_item["pages"] == 3 and blank_item["blank_pages"] == 1 and blank_item["verdict"] == "passed"
     assert [f["code"] for f in blank_item["findings"]] == ["blank_page"]
-    mismatch = items["BX01-2014-LP-D6-0003"]
+    assert items["BX01-2014-LP-D6-0003"]["verdict"] == "passed"
+    mismatch = items["SB02-2015-CB-D30-0004"]
     assert mismatch["verdict"] == "needs_qa"
     finding = next(f for f in mismatch["findings"] if f["code"] == "page_count_mismatch")
-    assert "4" in finding["message"] and "3" in finding["message"]
+    assert "says 3 pages" in finding["message"] and "have 2" in finding["message"]
+    assert report["totals"]["straight_through"] == 3 and report["totals"]["waiting_for_qa"] == 1
     assert Path(report["report_path"]).exists()
 
 
@@ -105,7 +107,11 @@ def test_sample_search_finds_traditional_item_with_simplified_query(sample_run) 
     index = SqliteIndex(settings.index_path)
     hits = index.search(SearchQuery("理赔申请", limit=50)).hits
     assert {h.archive_code for h in hits} == {"BX01-2014-LP-D6-0003"}
-    assert {h.archive_code for h in index.search(SearchQuery("参保登记")).hits} == {"SB02-2015-CB-D30-0004"}
+    # the enrolment item waits for QA: searchers do not see it, QA staff do
+    assert index.search(SearchQuery("参保登记")).hits == []
+    assert {h.archive_code for h in index.search(SearchQuery("参保登记", include_hidden=True)).hits} == {
+        "SB02-2015-CB-D30-0004"
+    }
     assert {h.archive_code for h in index.search(SearchQuery("P2012-000123")).hits} == {
         "BX01-2012-CB-D10-0001"
     }
@@ -130,8 +136,9 @@ def test_rerunning_the_batch_redoes_nothing_and_duplicates_nothing(sample_run) -
     index.close()
     from pipeline.store import Store
 
-    store = Store(settings.state_path)
-    assert len(store.findings("BX01-2014-LP-D6-0003")) == 1
+    store = Store(settings.state_url)
+    assert len(store.findings("SB02-2015-CB-D30-0004")) == 1
+    assert len(store.cases()) == 1 and len(store.packages("SB02-2015-CB-D30-0004")) == 1
     store.close()
 
 

@@ -64,8 +64,9 @@ def package_item_task(
     input_key: str,
     batch_id: str,
     settings: Settings,
+    expected: bool | None = None,
 ) -> ItemResult:
-    return process.package_item(archive_code, entry, pages, problems, input_key, batch_id, settings)
+    return process.package_item(archive_code, entry, pages, problems, input_key, batch_id, settings, expected)
 
 
 @dataclass
@@ -76,21 +77,23 @@ class _ItemPlan:
     problems: list[FileProblem]
     input_key: str
     reused: ItemResult | None
+    expected: bool | None = None  # in the manifest? None: the batch has no manifest list
 
 
 def _plan(
-    layout_items: tuple[tuple[str, Path], ...], catalogue: dict[str, CatalogueEntry], settings: Settings
+    layout_items: tuple[tuple[str, Path], ...],
+    catalogue: dict[str, CatalogueEntry],
+    settings: Settings,
+    expected: set[str] | None = None,
 ) -> list[_ItemPlan]:
     plans = []
     for code, folder in layout_items:
         planned, problems = process.plan_item(folder)
         entry = catalogue.get(code)
-        key = process.item_input_key(planned, problems, entry, settings)
-        plans.append(
-            _ItemPlan(
-                code, entry, planned, problems, key, process.reuse_packaged(settings.archive_dir, code, key)
-            )
-        )
+        listed = None if expected is None else code in expected
+        key = process.item_input_key(planned, problems, entry, settings, listed)
+        reused = process.reuse_packaged(settings.archive_dir, code, key)
+        plans.append(_ItemPlan(code, entry, planned, problems, key, reused, listed))
     return plans
 
 
@@ -134,7 +137,14 @@ def _page_futures(
 def _finish_item(plan: _ItemPlan, pages: list[PageResult], batch_id: str, settings: Settings) -> ItemResult:
     try:
         return package_item_task(
-            plan.archive_code, plan.entry, pages, plan.problems, plan.input_key, batch_id, settings
+            plan.archive_code,
+            plan.entry,
+            pages,
+            plan.problems,
+            plan.input_key,
+            batch_id,
+            settings,
+            plan.expected,
         )
     except Exception as exc:  # noqa: BLE001 - a failed item does not fail the batch
         log.exception("packaging %s failed", plan.archive_code)
@@ -145,22 +155,44 @@ def _finish_item(plan: _ItemPlan, pages: list[PageResult], batch_id: str, settin
 
 
 @flow(name="process-batch", validate_parameters=False, log_prints=False)
-def process_batch(batch_dir: str, settings_data: dict[str, Any]) -> dict[str, Any]:
-    """Read the batch layout, OCR every page, package, index and record every item."""
+def process_batch(
+    batch_dir: str,
+    settings_data: dict[str, Any],
+    batch_id: str | None = None,
+    manifest: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Read the batch layout, OCR every page, package, index and record every item.
+
+    `manifest` (from batch.json / batch.csv) may list the archive codes expected in the batch:
+    an extra item gets a finding, a missing one is a batch finding in the report.
+    """
     settings = Settings(**settings_data)
     settings.ensure_dirs()
     started = time.monotonic()
     layout = read_layout(Path(batch_dir))
-    store = Store(settings.state_path)
+    batch_id = batch_id or layout.batch_id
+    store = Store(settings.state_url)
     index = open_backend(settings)
-    report = BatchReport(layout.batch_id, str(layout.root))
+    report = BatchReport(batch_id, str(layout.root))
+    report.manifest = manifest
+    expected = set(manifest["items"]) if manifest and manifest.get("items") else None
+    if expected is not None:
+        present = {code for code, _ in layout.items}
+        report.batch_findings = [
+            {
+                "code": "missing_item",
+                "archive_code": code,
+                "message": f"{code} is listed in the batch manifest but has no folder in the batch",
+            }
+            for code in sorted(expected - present)
+        ]
     report.rejected = [{"folder": r.name, "reason": r.reason} for r in layout.rejected]
     report.loose_files = list(layout.loose_files)
     watcher = observer()
     try:
-        store.start_batch(layout.batch_id, str(layout.root))
-        plans = _plan(layout.items, store.catalogue(), settings)
-        watcher.batch_started(layout.batch_id, len(plans), sum(len(p.planned) for p in plans))
+        store.start_batch(batch_id, str(layout.root), manifest)
+        plans = _plan(layout.items, store.catalogue(), settings, expected)
+        watcher.batch_started(batch_id, len(plans), sum(len(p.planned) for p in plans))
         cache_dir = settings.work_dir / "pages"
         cache_dir.mkdir(parents=True, exist_ok=True)
 
@@ -174,15 +206,15 @@ def process_batch(batch_dir: str, settings_data: dict[str, Any]) -> dict[str, An
                 plan = plans[next_item]
                 if plan.reused is None and len(collected[next_item]) < len(plan.planned):
                     return
-                item = plan.reused or _finish_item(plan, collected.pop(next_item), layout.batch_id, settings)
-                index.index_item(process.index_document(item))
-                store.record_item(layout.batch_id, item)
+                item = plan.reused or _finish_item(plan, collected.pop(next_item), batch_id, settings)
+                row = store.record_item(batch_id, item)
+                index.index_item(process.index_document(item, visible=row.visible))
                 report.items.append(item)
                 watcher.item_done(item)
                 next_item += 1
 
         started_items: set[int] = set()
-        for i, page in _page_futures(plans, settings, cache_dir, window=settings.ocr.workers * 2):
+        for i, page in _page_futures(plans, settings, cache_dir, window=settings.ocr.workers * 4):
             if i not in started_items:
                 started_items.add(i)
                 watcher.item_started(plans[i].archive_code, len(plans[i].planned))
@@ -193,7 +225,7 @@ def process_batch(batch_dir: str, settings_data: dict[str, Any]) -> dict[str, An
         report.seconds = time.monotonic() - started
         report.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
         path = report.write(settings.reports_dir)
-        store.finish_batch(layout.batch_id, "done", str(path), report.totals())
+        store.finish_batch(batch_id, "done", str(path), report.totals())
         data = report.to_dict()
         data["report_path"] = str(path)
         return data
@@ -202,8 +234,10 @@ def process_batch(batch_dir: str, settings_data: dict[str, Any]) -> dict[str, An
         store.close()
 
 
-def run_batch(batch_dir: Path, settings: Settings) -> dict[str, Any]:
+def run_batch(
+    batch_dir: Path, settings: Settings, batch_id: str | None = None, manifest: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Run the flow with a thread pool sized by the OCR settings."""
     runner: Any = ThreadPoolTaskRunner(max_workers=settings.ocr.workers)
     flow_run = process_batch.with_options(task_runner=runner)
-    return flow_run(str(batch_dir), settings.model_dump(mode="json"))
+    return flow_run(str(batch_dir), settings.model_dump(mode="json"), batch_id, manifest)

@@ -62,6 +62,9 @@ class SearchBackend(Protocol):
     def index_item(self, item: IndexItem) -> None:
         """Replace everything indexed for the item with these pages (idempotent)."""
 
+    def set_visible(self, archive_code: str, visible: bool) -> None:
+        """Show or hide an item to searchers (QA holds and decisions)."""
+
     def delete_item(self, archive_code: str) -> None: ...
 
     def search(self, query: SearchQuery) -> SearchResult: ...

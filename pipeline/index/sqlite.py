@@ -106,6 +106,13 @@ class SqliteIndex:
         )
         self._db.execute("DELETE FROM pages WHERE archive_code = ?", (archive_code,))
 
+    def set_visible(self, archive_code: str, visible: bool) -> None:
+        """Show or hide an item's pages to searchers (QA decisions), without re-indexing them."""
+        with self._lock, self._db:
+            self._db.execute(
+                "UPDATE pages SET visible = ? WHERE archive_code = ?", (int(visible), archive_code)
+            )
+
     def delete_item(self, archive_code: str) -> None:
         with self._lock, self._db:
             self._delete(archive_code)

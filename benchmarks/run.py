@@ -1,0 +1,631 @@
+"""Benchmarks: every figure beside a baseline run in the same invocation, printed as ratios.
+
+    python -m benchmarks.run                 # everything (about 25 minutes on 2 cores)
+    python -m benchmarks.run --only deskew   # one section: throughput, quality, memory, search, deskew
+    python -m benchmarks.run --quick         # tiny inputs, a minute: the smoke run the tests use
+
+Results go to benchmarks/results/latest.json (or --out). These are measurements, not tests:
+nothing here asserts a timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+DEV_SCANS = ROOT.parent / "shared" / "data" / "dev-scans"
+sys.path.insert(0, str(ROOT / "samples"))
+
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+import make_samples  # noqa: E402
+
+from pipeline import imaging  # noqa: E402
+from pipeline.index.analysis import fold  # noqa: E402
+
+
+def _has(module: str) -> bool:
+    try:
+        __import__(module)
+    except ImportError:
+        return False
+    return True
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+# --------------------------------------------------------------------------- inputs
+
+_SENTENCES = [s for _, (_, paragraphs) in make_samples.TEXTS.items() for s in paragraphs]
+
+
+def page_text(rng: random.Random, chars: int = 520) -> list[str]:
+    """Paragraphs of project-owned Chinese business text, about `chars` characters."""
+    out: list[str] = []
+    while sum(len(p) for p in out) < chars:
+        out.append(rng.choice(_SENTENCES))
+    return out
+
+
+def make_batch(
+    folder: Path, pages: int, seed: int, size_mm: tuple[float, float] = (210, 297), per_item: int = 4
+) -> list[Path]:
+    """Degraded 300 dpi grey JPEG pages in items of `per_item`; returns the page files in order."""
+    rng = random.Random(seed)
+    files = []
+    for n in range(pages):
+        item = folder / f"BENCH-{seed:02d}-{n // per_item + 1:04d}"
+        item.mkdir(parents=True, exist_ok=True)
+        img = make_samples.render_page(
+            f"业务档案第{n + 1}页",
+            page_text(rng, 520 if size_mm[0] > 150 else 120),
+            [("保险合同号", f"P{2010 + n % 10}-{rng.randrange(10**6):06d}")],
+            skew=round(rng.uniform(-5, 5), 2),
+            rotate=180 if n % 13 == 7 else 0,
+            noise=6.0,
+            seed=seed * 1000 + n,
+            size_mm=size_mm,
+        )
+        path = item / f"{n % per_item + 1:04d}.jpg"
+        img.save(path, quality=80, dpi=(300, 300))
+        files.append(path)
+    return files
+
+
+def write_catalogue(batch: Path, path: Path) -> None:
+    rows = ["档号,页数"] + [f"{d.name},{len(list(d.iterdir()))}" for d in sorted(batch.iterdir())]
+    path.write_text("\r\n".join(rows) + "\r\n", encoding="utf-8")
+
+
+# --------------------------------------------------------------------------- throughput
+
+
+def bare_engine(files: list[Path], workers: int, threads: int) -> tuple[float, float]:
+    """Wall and CPU seconds for the default engine alone, with orientation and deskew."""
+    from pipeline.ocr.rapid import RapidOcrEngine
+    from pipeline.pages import list_pages, read_page
+
+    engines = [RapidOcrEngine(threads=threads) for _ in range(workers)]
+    sources = [s for f in files for s in list_pages(f.parent)[0] if s.path == f]
+
+    def work(job: tuple[int, Any]) -> None:
+        i, source = job
+        engine = engines[i % workers]
+        loaded = read_page(source)
+        cleaned = imaging.clean_page(loaded.pixels, loaded.dpi or 300, judges=(engine.judge_up_down,))
+        if not cleaned.blank:
+            engine.recognise(cleaned.image)
+
+    started, cpu = time.perf_counter(), time.process_time()
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(work, enumerate(sources)))
+    return time.perf_counter() - started, time.process_time() - cpu
+
+
+def pipeline_run(batch: Path, home: Path) -> dict[str, Any]:
+    """`capture run` in a fresh process: wall time (with Prefect start-up) and the flow's own time."""
+    catalogue = home.parent / f"{home.name}-catalogue.csv"
+    write_catalogue(batch, catalogue)
+    env = {**os.environ, "CAPTURE_HOME": str(home)}
+    started = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.child", "run", str(batch), str(catalogue)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
+    wall = time.perf_counter() - started
+    if result.returncode != 0:
+        raise RuntimeError(f"pipeline run failed:\n{result.stdout}\n{result.stderr}")
+    data = json.loads(result.stdout.strip().splitlines()[-1])
+    data["wall_seconds"] = wall
+    return data
+
+
+def ocrmypdf_run(files: list[Path], work: Path, jobs: int = 2) -> float | None:
+    if not _has("ocrmypdf") or shutil.which("gs") is None:
+        return None
+    import img2pdf
+
+    source = work / "ocrmypdf-in.pdf"
+    source.write_bytes(img2pdf.convert([str(f) for f in files]))
+    started = time.perf_counter()
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ocrmypdf",
+            "--quiet",
+            "-l",
+            "chi_sim+chi_tra+eng",
+            "--deskew",
+            "--rotate-pages",
+            "--output-type",
+            "pdfa-2",
+            "--jobs",
+            str(jobs),
+            str(source),
+            str(work / "ocrmypdf-out.pdf"),
+        ],
+        check=True,
+    )
+    return time.perf_counter() - started
+
+
+def bench_throughput(work: Path, pages: int, quick: bool) -> dict[str, Any]:
+    batch = work / "throughput"
+    files = make_batch(batch, pages, seed=1)
+    _say(f"throughput: {pages} generated A4 300 dpi pages")
+    configs = [(2, 1)] if quick else [(2, 1), (1, 2)]
+    measured = {f"{w} engines x {t} threads": bare_engine(files, w, t) for w, t in configs}
+    bare = {name: wall for name, (wall, _) in measured.items()}
+    best_name, best = min(bare.items(), key=lambda kv: kv[1])
+    best_cpu = measured[best_name][1]
+    run = pipeline_run(batch, work / "throughput-home")
+    ocrmypdf = None if quick else ocrmypdf_run(files, work)
+    ppm = lambda seconds: pages / seconds * 60  # noqa: E731
+    result: dict[str, Any] = {
+        "pages": pages,
+        "bare_engine_seconds": {k: round(v, 1) for k, v in bare.items()},
+        "bare_engine_best": best_name,
+        "bare_pages_per_min": round(ppm(best), 1),
+        "pipeline_flow_seconds": round(run["seconds"], 1),
+        "pipeline_wall_seconds": round(run["wall_seconds"], 1),
+        "pipeline_pages_per_min_flow": round(ppm(run["seconds"]), 1),
+        "pipeline_pages_per_min_wall": round(ppm(run["wall_seconds"]), 1),
+        "ratio_vs_bare_flow": round(best / run["seconds"], 3),
+        "ratio_vs_bare_wall": round(best / run["wall_seconds"], 3),
+        "bare_cpu_seconds": round(best_cpu, 1),
+        "pipeline_cpu_seconds": run["cpu_seconds"],
+        "ratio_vs_bare_cpu": round(best_cpu / run["cpu_seconds"], 3),
+        "target_ratio_vs_bare": 0.9,
+    }
+    if ocrmypdf is not None:
+        result.update(
+            ocrmypdf_seconds=round(ocrmypdf, 1),
+            ocrmypdf_pages_per_min=round(ppm(ocrmypdf), 1),
+            ratio_vs_ocrmypdf_wall=round(ocrmypdf / run["wall_seconds"], 3),
+            target_ratio_vs_ocrmypdf=2.0,
+        )
+    return result
+
+
+# --------------------------------------------------------------------------- quality
+
+
+def _normalise(text: str) -> str:
+    return re.sub(r"\s+", "", fold(text))
+
+
+def cer(truth: str, hypothesis: str) -> float:
+    from rapidfuzz.distance import Levenshtein
+
+    truth, hypothesis = _normalise(truth), _normalise(hypothesis)
+    return Levenshtein.distance(truth, hypothesis) / max(1, len(truth))
+
+
+def _dev_pages(limit: int | None) -> list[dict[str, Any]]:
+    pages = json.loads((DEV_SCANS / "manifest.json").read_text(encoding="utf-8"))["pages"]
+    return pages[:limit] if limit else pages
+
+
+def our_texts(pages: list[dict[str, Any]], engine: str, work: Path) -> dict[str, str]:
+    """Each dev page through the pipeline's own page step (orientation, deskew, OCR)."""
+    from pipeline.index.analysis import join_lines
+    from pipeline.models import PageSource
+    from pipeline.pages import sha256_file
+    from pipeline.process import engine_pool, process_page
+    from pipeline.settings import Settings
+
+    settings = Settings(home=str(work / f"quality-{engine}"), ocr={"engine": engine})  # type: ignore[arg-type]
+    cache = settings.work_dir / "pages"
+    cache.mkdir(parents=True, exist_ok=True)
+    pool = engine_pool(settings)
+
+    def one(page: dict[str, Any]) -> tuple[str, str]:
+        path = DEV_SCANS / f"{page['id']}.jpg"
+        result = process_page(PageSource(path), 1, sha256_file(path), settings, pool, cache)
+        return page["id"], join_lines([line.text for line in result.ocr.lines]) if result.ocr else ""
+
+    with ThreadPoolExecutor(settings.ocr.workers) as executor:
+        return dict(executor.map(one, pages))
+
+
+def ocrmypdf_texts(pages: list[dict[str, Any]], work: Path) -> dict[str, str] | None:
+    if not _has("ocrmypdf") or shutil.which("gs") is None:
+        return None
+    import img2pdf
+
+    source, output = work / "dev-in.pdf", work / "dev-ocrmypdf.pdf"
+    source.write_bytes(img2pdf.convert([str(DEV_SCANS / f"{p['id']}.jpg") for p in pages]))
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ocrmypdf",
+            "--quiet",
+            "-l",
+            "chi_sim+chi_tra+eng",
+            "--deskew",
+            "--rotate-pages",
+            "--output-type",
+            "pdfa-2",
+            "--jobs",
+            "2",
+            str(source),
+            str(output),
+        ],
+        check=True,
+    )
+    texts = {}
+    for n, page in enumerate(pages, start=1):
+        texts[page["id"]] = subprocess.run(
+            ["pdftotext", "-f", str(n), "-l", str(n), "-enc", "UTF-8", str(output), "-"],
+            capture_output=True,
+            text=True,
+        ).stdout
+    return texts
+
+
+def recall_queries(pages: list[dict[str, Any]], per_page: int, seed: int = 7) -> list[tuple[str, str]]:
+    """(page id, query): 2 to 4 character Chinese strings taken from each page's ground truth."""
+    rng = random.Random(seed)
+    queries = []
+    for page in pages:
+        runs = [
+            r
+            for line in (DEV_SCANS / f"{page['id']}.txt").read_text(encoding="utf-8").splitlines()
+            for r in re.findall(r"[\u4e00-\u9fff]{2,}", line)
+        ]
+        for _ in range(per_page):
+            run = rng.choice(runs)
+            size = rng.randint(2, min(4, len(run)))
+            start = rng.randrange(len(run) - size + 1)
+            queries.append((page["id"], run[start : start + size]))
+    return queries
+
+
+def search_recall(texts: dict[str, str], queries: list[tuple[str, str]], work: Path, name: str) -> float:
+    from pipeline.index.base import IndexItem, IndexPage, SearchQuery
+    from pipeline.index.sqlite import SqliteIndex
+
+    index = SqliteIndex(work / f"recall-{name}.sqlite")
+    for page_id, text in texts.items():
+        index.index_item(IndexItem(page_id, page_id, {}, (IndexPage(1, text),)))
+    found = 0
+    for page_id, query in queries:
+        hits = index.search(SearchQuery(query, archive_code=page_id, limit=1)).hits
+        found += bool(hits)
+    index.close()
+    return found / len(queries)
+
+
+def bench_quality(work: Path, quick: bool) -> dict[str, Any]:
+    if not (DEV_SCANS / "manifest.json").exists():
+        return {"skipped": f"no development set at {DEV_SCANS}"}
+    pages = _dev_pages(2 if quick else None)
+    _say(f"quality: {len(pages)} development pages")
+    queries = recall_queries(pages, 3 if quick else 20)
+    systems: dict[str, dict[str, str] | None] = {"rapidocr": None, "tesseract": None, "ocrmypdf": None}
+    timings: dict[str, float] = {}
+    for engine in ["rapidocr"] if quick else ["rapidocr", "tesseract"]:
+        started = time.perf_counter()
+        systems[engine] = our_texts(pages, engine, work)
+        timings[engine] = time.perf_counter() - started
+    if not quick:
+        started = time.perf_counter()
+        systems["ocrmypdf"] = ocrmypdf_texts(pages, work)
+        timings["ocrmypdf"] = time.perf_counter() - started
+    result: dict[str, Any] = {
+        "pages": len(pages),
+        "queries": len(queries),
+        "targets": {"cer_simp": 0.05, "cer_trad": 0.12, "recall": 0.95},
+    }
+    for name, texts in systems.items():
+        if texts is None:
+            continue
+        by_script: dict[str, list[float]] = {}
+        for page in pages:
+            truth = (DEV_SCANS / f"{page['id']}.txt").read_text(encoding="utf-8")
+            by_script.setdefault(page["script"], []).append(cer(truth, texts[page["id"]]))
+        result[name] = {
+            **{f"cer_{script}": round(statistics.mean(v), 4) for script, v in by_script.items()},
+            "recall": round(search_recall(texts, queries, work, name), 4),
+            "seconds_per_page": round(timings[name] / len(pages), 2),
+        }
+    return result
+
+
+# --------------------------------------------------------------------------- memory
+
+
+def bench_memory(work: Path, quick: bool) -> dict[str, Any]:
+    sizes = (1, 3) if quick else (50, 200)
+    result: dict[str, Any] = {"page_size": "A6 300 dpi (small pages keep a 200-page run short)"}
+    for pages in sizes:
+        batch = work / f"memory-{pages}"
+        make_batch(batch, pages, seed=pages, size_mm=(105, 148), per_item=10)
+        _say(f"memory: {pages} pages")
+        run = pipeline_run(batch, work / f"memory-home-{pages}")
+        result[f"{pages}_pages"] = {
+            "peak_rss_mb": run["peak_rss_mb"],
+            "flow_seconds": round(run["seconds"], 1),
+        }
+    small, large = (result[f"{n}_pages"]["peak_rss_mb"] for n in sizes)
+    result["ratio_large_to_small"] = round(large / small, 3)
+    return result
+
+
+# --------------------------------------------------------------------------- search at scale
+
+QUERIES = [
+    "养老保险",
+    "理赔",
+    "医疗费用",
+    "保险合同",
+    "投保人声明",
+    "受益人",
+    "社会保险费",
+    "缴费基数",
+    "犹豫期",
+    "银行账户",
+    "核保意见",
+    "保全变更",
+    "住院治疗",
+    "身份证复印件",
+    "法定继承人",
+    "参保登记",
+    "现金价值",
+    "事故经过",
+    "保险金",
+    "劳动合同",
+]
+
+
+def synthetic_pages(count: int, seed: int = 11) -> list[str]:
+    rng = random.Random(seed)
+    return [
+        "".join(page_text(rng, 450)) + f" P{rng.randrange(2000, 2025)}-{rng.randrange(10**6):06d}"
+        for _ in range(count)
+    ]
+
+
+def _latencies(search: Callable[[str], Any], repeats: int) -> dict[str, float]:
+    times = []
+    for _ in range(repeats):
+        for query in QUERIES:
+            started = time.perf_counter()
+            search(query)
+            times.append((time.perf_counter() - started) * 1000)
+    times.sort()
+    return {"p50_ms": round(times[len(times) // 2], 2), "p95_ms": round(times[int(len(times) * 0.95) - 1], 2)}
+
+
+def bench_search(work: Path, quick: bool) -> dict[str, Any]:
+    from pipeline.index.base import IndexItem, IndexPage, SearchQuery
+    from pipeline.index.sqlite import SqliteIndex
+
+    count = 1000 if quick else 100_000
+    _say(f"search: building the embedded index with {count} synthetic pages")
+    texts = synthetic_pages(count)
+    index = SqliteIndex(work / "scale.sqlite")
+    started = time.perf_counter()
+    per_item = 10
+    for start in range(0, count, per_item):
+        pages = tuple(IndexPage(n + 1, t) for n, t in enumerate(texts[start : start + per_item]))
+        index.index_item(
+            IndexItem(f"SCALE-{start // per_item:06d}", "synthetic", {"year": str(2000 + start % 25)}, pages)
+        )
+    build = time.perf_counter() - started
+    latency = _latencies(lambda q: index.search(SearchQuery(q, limit=10)), 2 if quick else 5)
+    filtered = _latencies(lambda q: index.search(SearchQuery(q, year="2012", limit=10)), 1 if quick else 3)
+    index.close()
+    size_mb = (work / "scale.sqlite").stat().st_size / 1e6
+    return {
+        "pages": count,
+        "build_seconds": round(build, 1),
+        "pages_per_second": round(count / build),
+        "index_mb": round(size_mb, 1),
+        "sqlite": latency,
+        "sqlite_with_year_filter": filtered,
+        "osmem_server": "not measured: the Elasticsearch backend arrives with the Elasticsearch issue",
+    }
+
+
+# --------------------------------------------------------------------------- deskew
+
+
+def bench_deskew(quick: bool) -> dict[str, Any]:
+    from deskew import determine_skew
+
+    rng = random.Random(5)
+    angles = [round(rng.uniform(-10, 10), 2) for _ in range(2 if quick else 24)]
+    ours, theirs, theirs_fine = [], [], []
+    t_ours = t_theirs = t_fine = 0.0
+    for n, angle in enumerate(angles):
+        page = np.asarray(
+            make_samples.render_page(
+                "测试", page_text(random.Random(n), 500), [], skew=angle, noise=6.0, seed=n
+            )
+        )
+        started = time.perf_counter()
+        ours.append(abs(imaging.estimate_skew(page, 10.0).angle - angle))
+        t_ours += time.perf_counter() - started
+        started = time.perf_counter()
+        theirs.append(abs(-(determine_skew(page) or 0.0) - angle))
+        t_theirs += time.perf_counter() - started
+        if not quick:
+            started = time.perf_counter()
+            fine = determine_skew(page, min_deviation=0.05, max_angle=10, min_angle=-10)
+            theirs_fine.append(abs(-(fine or 0.0) - angle))
+            t_fine += time.perf_counter() - started
+
+    def summary(r: list[float], t: float) -> dict[str, float]:
+        return {
+            "mean_residual_deg": round(statistics.mean(r), 3),
+            "max_residual_deg": round(max(r), 3),
+            "seconds_per_page": round(t / len(r), 3),
+        }
+
+    result = {
+        "pages": len(angles),
+        "ours": summary(ours, t_ours),
+        "deskew_default": summary(theirs, t_theirs),
+    }
+    if theirs_fine:
+        result["deskew_fine_0.05deg"] = summary(theirs_fine, t_fine)
+    return result
+
+
+# --------------------------------------------------------------------------- report
+
+
+def print_table(results: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="Archive Capture benchmarks")
+    for column in ("measure", "ours", "baseline", "ratio", "target"):
+        table.add_column(column)
+    t = results.get("throughput")
+    if t:
+        table.add_row(
+            "pages/min (flow)",
+            str(t["pipeline_pages_per_min_flow"]),
+            f"{t['bare_pages_per_min']} bare engine",
+            str(t["ratio_vs_bare_flow"]),
+            ">= 0.9",
+        )
+        table.add_row(
+            "pages/min (wall, with Prefect start)",
+            str(t["pipeline_pages_per_min_wall"]),
+            f"{t['bare_pages_per_min']} bare engine",
+            str(t["ratio_vs_bare_wall"]),
+            ">= 0.9",
+        )
+        if "ocrmypdf_pages_per_min" in t:
+            table.add_row(
+                "pages/min vs OCRmyPDF",
+                str(t["pipeline_pages_per_min_wall"]),
+                f"{t['ocrmypdf_pages_per_min']} OCRmyPDF",
+                str(t["ratio_vs_ocrmypdf_wall"]),
+                ">= 2",
+            )
+    q = results.get("quality", {})
+    if "rapidocr" in q:
+        for key, target in (("cer_simp", "<= 0.05"), ("cer_trad", "<= 0.12"), ("recall", ">= 0.95")):
+            base = q.get("ocrmypdf") or q.get("tesseract") or {}
+            ours, other = q["rapidocr"].get(key), base.get(key)
+            ratio = round(ours / other, 3) if ours is not None and other else "-"
+            label = "ocrmypdf" if q.get("ocrmypdf") else "tesseract"
+            tess = q.get("tesseract", {}).get(key)
+            table.add_row(
+                key + (f" (tesseract {tess})" if tess is not None and label == "ocrmypdf" else ""),
+                str(ours),
+                f"{other} {label}",
+                str(ratio),
+                target,
+            )
+    m = results.get("memory")
+    if m:
+        table.add_row(
+            "peak RSS MB, small vs large batch",
+            " / ".join(str(v["peak_rss_mb"]) for k, v in m.items() if k.endswith("_pages")),
+            "smaller batch",
+            str(m["ratio_large_to_small"]),
+            "flat (~1.0)",
+        )
+    s = results.get("search")
+    if s:
+        table.add_row(
+            f"search p50/p95 ms, {s['pages']} pages",
+            f"{s['sqlite']['p50_ms']} / {s['sqlite']['p95_ms']}",
+            "-",
+            "-",
+            f"build {s['build_seconds']} s",
+        )
+    d = results.get("deskew")
+    if d:
+        for key in ("deskew_default", "deskew_fine_0.05deg"):
+            if key in d:
+                ours, base = d["ours"], d[key]
+                ratio = round(ours["mean_residual_deg"] / max(base["mean_residual_deg"], 1e-9), 3)
+                table.add_row(
+                    "deskew mean/max residual deg",
+                    f"{ours['mean_residual_deg']} / {ours['max_residual_deg']}",
+                    f"{base['mean_residual_deg']} / {base['max_residual_deg']} {key}",
+                    str(ratio),
+                    "<= 0.1 max",
+                )
+    Console(width=160).print(table)
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cores": os.cpu_count(),
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--only", action="append", choices=["throughput", "quality", "memory", "search", "deskew"]
+    )
+    parser.add_argument("--pages", type=int, default=40, help="pages in the throughput batch")
+    parser.add_argument("--quick", action="store_true", help="tiny inputs: a smoke run")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "latest.json")
+    args = parser.parse_args(argv)
+    sections = args.only or ["throughput", "quality", "memory", "search", "deskew"]
+    results: dict[str, Any] = {"machine": machine(), "quick": args.quick}
+    with tempfile.TemporaryDirectory(prefix="capture-bench-") as tmp:
+        work = Path(tmp)
+        for section in sections:
+            started = time.perf_counter()
+            if section == "throughput":
+                results[section] = bench_throughput(work, 2 if args.quick else args.pages, args.quick)
+            elif section == "quality":
+                results[section] = bench_quality(work, args.quick)
+            elif section == "memory":
+                results[section] = bench_memory(work, args.quick)
+            elif section == "search":
+                results[section] = bench_search(work, args.quick)
+            elif section == "deskew":
+                results[section] = bench_deskew(args.quick)
+            _say(f"  {section} done in {time.perf_counter() - started:.0f} s")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, ensure_ascii=False, indent=2), encoding="utf-8")
+    print_table(results)
+    _say(f"results: {args.out}")
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,142 @@
+"""The watch service: poll the watch folder, claim complete batches, run process_batch on each.
+
+A long-lived process (`capture watch`); each batch runs as a Prefect flow run. It never exits
+on bad input or a vanished share: bad batches are quarantined with a reason, an unreachable
+folder is retried with back-off.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from pipeline import watch
+from pipeline.errors import BatchError
+from pipeline.intake import read_layout
+from pipeline.settings import Settings
+from pipeline.store import Store
+
+log = logging.getLogger(__name__)
+Say = Callable[[str], None]
+
+
+class _Heartbeat:
+    """Touches the claim's heartbeat file while the batch is being processed."""
+
+    def __init__(self, taken: watch.Claim, every: float) -> None:
+        self._taken, self._every = taken, every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._every):
+            try:
+                self._taken.beat()
+            except OSError as exc:  # a share hiccup; the next beat tries again
+                log.warning("heartbeat for %s failed: %s", self._taken.name, exc)
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _rejection(taken: watch.Claim, settings: Settings) -> tuple[str | None, dict[str, Any] | None]:
+    """Why the claimed entry cannot be processed (None if it can), and its manifest."""
+    reason = watch.unsafe_name_reason(taken.name)
+    if reason:
+        return reason, None
+    if taken.batch_dir.is_symlink() or not taken.batch_dir.is_dir():
+        return f"{taken.name!r} is a file, not a batch folder (one subfolder per item expected)", None
+    try:
+        manifest = watch.read_manifest(taken.batch_dir)
+    except watch.ManifestError as exc:
+        return f"manifest: {exc}", None
+    try:
+        read_layout(taken.batch_dir)
+    except BatchError as exc:
+        return str(exc).replace(str(taken.batch_dir), taken.name), manifest
+    return None, manifest
+
+
+def handle(taken: watch.Claim, areas: watch.Areas, settings: Settings, say: Say) -> str:
+    """Process one claimed batch to done/ or quarantine/; returns 'done' or 'quarantined'."""
+    from pipeline.flows.batch import run_batch
+
+    store = Store(settings.state_url)
+    try:
+        reason, manifest = _rejection(taken, settings)
+        if reason is None:
+            known = store.catalogue()
+            unknown = [code for code in (manifest or {}).get("items", []) if code not in known]
+            try:
+                with _Heartbeat(taken, max(1.0, settings.watch.stale_claim_seconds / 4)):
+                    report = run_batch(taken.batch_dir, settings, taken.batch_id, manifest)
+            except Exception as exc:  # noqa: BLE001 - never a crash loop: quarantine with the reason
+                log.exception("batch %s failed", taken.name)
+                reason = f"processing failed: {exc.__class__.__name__}: {exc}"
+            else:
+                target = watch.finish(taken, areas)
+                totals = report["totals"]
+                extra = (
+                    f"; manifest names codes not in the catalogue: {', '.join(unknown)}" if unknown else ""
+                )
+                say(
+                    f"batch {taken.name}: {totals['items']} items, {totals['straight_through']} straight "
+                    f"through, {totals['waiting_for_qa']} waiting for QA -> {target}{extra}"
+                )
+                return "done"
+        target = watch.quarantine(taken, areas, reason)
+        store.finish_batch(taken.batch_id, "quarantined", None, None, reason)
+        say(f"batch {taken.name} quarantined: {reason} -> {target}")
+        return "quarantined"
+    finally:
+        store.close()
+
+
+def watch_folder(
+    settings: Settings,
+    *,
+    say: Say = print,
+    stop: threading.Event | None = None,
+    until_idle: bool = False,
+) -> dict[str, int]:
+    """Poll until stopped (or, with until_idle, until the folder holds nothing to wait for)."""
+    stop = stop or threading.Event()
+    areas = watch.Areas(settings.watch_dir)
+    owner = watch.owner_id()
+    tracker = watch.StabilityTracker(settings.watch.quiet_seconds, settings.watch.marker)
+    counts = {"done": 0, "quarantined": 0}
+    delay = settings.watch.poll_seconds
+    say(f"watching {areas.incoming} every {settings.watch.poll_seconds:g} s (owner {owner})")
+    while not stop.is_set():
+        try:
+            if not areas.incoming.is_dir():
+                raise FileNotFoundError(f"watch folder {areas.incoming} is not reachable")
+            areas.ensure()
+            for taken in watch.take_over_stale(areas, owner, settings.watch.stale_claim_seconds):
+                say(f"resuming batch {taken.name} ({taken.batch_id})")
+                counts[handle(taken, areas, settings, say)] += 1
+            waiting = watch.candidates(areas)
+            for entry in waiting:
+                mode = tracker.ready(entry)
+                if mode is None:
+                    continue
+                claimed = watch.claim(entry, areas, owner)
+                tracker.forget(entry.name)
+                if claimed is not None:
+                    say(f"claimed batch {claimed.name} ({mode})")
+                    counts[handle(claimed, areas, settings, say)] += 1
+            delay = settings.watch.poll_seconds
+            if until_idle and not watch.candidates(areas) and not any(areas.processing.glob("claim-*")):
+                break
+        except OSError as exc:
+            say(f"watch folder problem: {exc}; retrying in {delay:g} s")
+            delay = min(delay * 2, 300.0)
+        stop.wait(delay)
+    return counts

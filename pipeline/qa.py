@@ -1,0 +1,155 @@
+"""QA decisions: approve, send for rescanning, or correct the catalogue and re-verify.
+
+Every decision needs a reason and records who and when (decisions table, audit log, and a
+decisions.jsonl beside the package, so the archive folder carries its own history).
+Visibility to searchers follows the decision inside the index itself.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from pipeline import verify
+from pipeline.errors import CaptureError
+from pipeline.index.base import SearchBackend
+from pipeline.models import Severity
+from pipeline.process import item_from_record
+from pipeline.settings import Settings
+from pipeline.store import Store
+
+
+class QaError(CaptureError):
+    exit_code = 5
+
+
+@dataclass(frozen=True)
+class Outcome:
+    archive_code: str
+    action: str
+    case_status: str  # the case's status after the decision
+    visible: bool
+    remaining: list[dict[str, Any]]
+
+
+def _require(reason: str, user: str) -> None:
+    if not reason.strip():
+        raise QaError("a reason is required for every QA decision (--reason)")
+    if not user.strip():
+        raise QaError("the deciding user is unknown (--user or CAPTURE_USER)")
+
+
+def _append_decision(settings: Settings, archive_code: str, data: dict[str, Any]) -> None:
+    folder = settings.archive_dir / archive_code
+    if folder.is_dir():
+        with (folder / "decisions.jsonl").open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(data, ensure_ascii=False) + "\n")
+
+
+def _decide(
+    store: Store,
+    index: SearchBackend,
+    settings: Settings,
+    archive_code: str,
+    action: str,
+    reason: str,
+    user: str,
+    close_as: str | None,
+    details: dict[str, Any] | None = None,
+) -> Outcome:
+    _require(reason, user)
+    if store.open_case(archive_code) is None:
+        raise QaError(f"{archive_code} has no open QA case")
+    store.decide(archive_code, action, reason, user, close_as=close_as, details=details)
+    item = store.item(archive_code)
+    visible = bool(item and item.visible)
+    index.set_visible(archive_code, visible)
+    _append_decision(
+        settings,
+        archive_code,
+        {
+            "action": action,
+            "reason": reason,
+            "user": user,
+            "at": datetime.now(UTC).isoformat(timespec="seconds"),
+            **(details or {}),
+        },
+    )
+    case = store.open_case(archive_code)
+    return Outcome(archive_code, action, close_as or "open", visible, list(case.findings) if case else [])
+
+
+def approve(
+    store: Store, index: SearchBackend, settings: Settings, code: str, reason: str, user: str
+) -> Outcome:
+    return _decide(store, index, settings, code, "approve", reason, user, close_as="approved")
+
+
+def rescan(
+    store: Store, index: SearchBackend, settings: Settings, code: str, reason: str, user: str
+) -> Outcome:
+    return _decide(store, index, settings, code, "rescan", reason, user, close_as="rescan")
+
+
+def correct(
+    store: Store, index: SearchBackend, settings: Settings, code: str, pages: int, reason: str, user: str
+) -> Outcome:
+    """Set the catalogue's page count and verify the item again against it."""
+    _require(reason, user)
+    if pages < 0:
+        raise QaError("--pages must be 0 or more")
+    entry = store.catalogue_entry(code)
+    if entry is None:
+        raise QaError(f"{code} is not in the catalogue; import a catalogue row for it first")
+    record = load_record(settings, code)
+    old = entry.page_count
+    store.set_page_count(code, pages)
+    item = item_from_record(record, settings.archive_dir / code)
+    new_entry = replace(entry, page_count=pages)
+    findings = [f for f in item.findings if f.code not in ("page_count_mismatch", "unknown_item")]
+    findings += verify.check_catalogue(code, new_entry, item.pages)
+    remaining = [f.to_dict() for f in findings if f.severity != Severity.INFO]
+    store.update_case_findings(code, remaining)
+    close_as = None if remaining else "corrected"
+    return _decide(
+        store,
+        index,
+        settings,
+        code,
+        "correct",
+        reason,
+        user,
+        close_as,
+        {"page_count_before": old, "page_count_after": pages},
+    )
+
+
+def load_record(settings: Settings, code: str) -> dict[str, Any]:
+    path = settings.archive_dir / code / "record.json"
+    if not path.exists():
+        raise QaError(f"{code} has no package in the archive ({path})")
+    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return data
+
+
+def thumbnails(settings: Settings, code: str, record: dict[str, Any], size: int = 320) -> list[Path]:
+    """Small PNGs of each page, made once from the cleaned page images, in the work folder."""
+    folder = settings.work_dir / "thumbs" / code
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for page in record["pages"]:
+        source = page.get("image_path")
+        if not source or not Path(source).exists():
+            continue
+        target = folder / f"{page['page']:04d}.png"
+        if not target.exists():
+            with Image.open(source) as img:
+                img.thumbnail((size, size * 2))
+                img.convert("L").save(target)
+        out.append(target)
+    return out
