@@ -5,6 +5,8 @@ VENV        ?= .venv
 PYTHON      ?= python3
 APT_PACKAGES = tesseract-ocr tesseract-ocr-chi-sim tesseract-ocr-chi-tra tesseract-ocr-eng \
                tesseract-ocr-osd poppler-utils fonts-noto-cjk
+# the tests also run the state store against a throwaway PostgreSQL cluster
+TEST_APT_PACKAGES = postgresql
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test setup system lint samples bench clean-home
@@ -12,7 +14,7 @@ SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 setup: system $(VENV)/.installed
 
 system:
-	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing=""; for p in $(APT_PACKAGES) $(EXTRA_APT); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "Installing Debian packages:$$missing"; \
 	  $(SUDO) apt-get update -qq && \
@@ -31,6 +33,7 @@ run: setup
 	@echo "Example search: capture search 理赔申请"
 	$(VENV)/bin/capture search 理赔申请 --limit 3
 
+test: EXTRA_APT = $(TEST_APT_PACKAGES)
 test: setup
 	$(VENV)/bin/ruff check pipeline tests benchmarks samples
 	$(VENV)/bin/ruff format --check pipeline tests benchmarks samples

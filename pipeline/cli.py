@@ -119,7 +119,9 @@ def _prefect_environment(settings: Settings, own: str = "") -> None:
     `own` gives a long-lived process its own Prefect database, so two watchers sharing one
     CAPTURE_HOME never contend for it.
     """
-    os.environ.setdefault("PREFECT_HOME", str(settings.prefect_home / own if own else settings.prefect_home))
+    home = settings.prefect_home / own if own else settings.prefect_home
+    home.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("PREFECT_HOME", str(home))
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")

@@ -123,16 +123,47 @@ def postgres_server():  # type: ignore[no-untyped-def]
         shutil.chown(data, "postgres")
         as_postgres = ["runuser", "-u", "postgres", "--"]
     port = _free_port()
-    subprocess.run([*as_postgres, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres",
-                    "--no-sync", "-E", "UTF8"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            *as_postgres,
+            str(bindir / "initdb"),
+            "-D",
+            str(data),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--no-sync",
+            "-E",
+            "UTF8",
+        ],
+        check=True,
+        capture_output=True,
+    )
     options = f"-F -p {port} -k {data} -c listen_addresses=127.0.0.1"
-    subprocess.run([*as_postgres, str(bindir / "pg_ctl"), "-D", str(data), "-o", options, "-w", "-l",
-                    str(data / "log.txt"), "start"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            *as_postgres,
+            str(bindir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-o",
+            options,
+            "-w",
+            "-l",
+            str(data / "log.txt"),
+            "start",
+        ],
+        check=True,
+        capture_output=True,
+    )
     try:
         yield f"postgresql+psycopg://postgres@127.0.0.1:{port}"
     finally:
-        subprocess.run([*as_postgres, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-                       capture_output=True)
+        subprocess.run(
+            [*as_postgres, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+            capture_output=True,
+        )
         shutil.rmtree(data, ignore_errors=True)
 
 
@@ -147,6 +178,8 @@ def database_url(request, tmp_path: Path) -> str:  # type: ignore[no-untyped-def
     import psycopg
 
     name = f"capture_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(server.replace("postgresql+psycopg", "postgresql") + "/postgres", autocommit=True) as conn:
+    with psycopg.connect(
+        server.replace("postgresql+psycopg", "postgresql") + "/postgres", autocommit=True
+    ) as conn:
         conn.execute(f"CREATE DATABASE {name}")
     return f"{server}/{name}"

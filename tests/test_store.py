@@ -21,8 +21,17 @@ def _item(sha: str, *flags: str) -> ItemResult:
 def test_migrations_create_and_reopen_the_schema(database_url: str) -> None:
     store = Store(database_url)
     tables = set(inspect(store.engine).get_table_names())
-    assert {"catalogue", "batches", "items", "packages", "findings", "qa_cases", "decisions", "audit_log",
-            "alembic_version"} <= tables
+    assert {
+        "catalogue",
+        "batches",
+        "items",
+        "packages",
+        "findings",
+        "qa_cases",
+        "decisions",
+        "audit_log",
+        "alembic_version",
+    } <= tables
     store.import_catalogue([ENTRY], "c.csv")
     store.close()
     again = Store(database_url)  # upgrading an up-to-date database changes nothing, loses nothing
@@ -64,8 +73,9 @@ def test_a_new_package_supersedes_and_keeps_the_old_one(database_url: str) -> No
 def test_decisions_record_who_when_why_and_set_visibility(database_url: str) -> None:
     store = Store(database_url)
     store.record_item("b1", _item("aaa", "page_count_mismatch"))
-    decision = store.decide("BX01-2012-CB-D10-0001", "approve", "paper has a torn page", "qa.li",
-                            close_as="approved")
+    decision = store.decide(
+        "BX01-2012-CB-D10-0001", "approve", "paper has a torn page", "qa.li", close_as="approved"
+    )
     assert decision.user == "qa.li" and decision.at is not None
     assert store.item("BX01-2012-CB-D10-0001").visible  # type: ignore[union-attr]
     assert store.open_case("BX01-2012-CB-D10-0001") is None

@@ -29,12 +29,19 @@ def _batch(root: Path, name: str, items: dict[str, str], samples_module, marker:
 
 
 def _settings(tmp_path: Path, **watch_options):  # type: ignore[no-untyped-def]
-    options = {"folder": str(tmp_path / "incoming"), "poll_seconds": 0.2, "quiet_seconds": 1.0,
-               "stale_claim_seconds": 5.0, **watch_options}
+    options = {
+        "folder": str(tmp_path / "incoming"),
+        "poll_seconds": 0.2,
+        "quiet_seconds": 1.0,
+        "stale_claim_seconds": 5.0,
+        **watch_options,
+    }
     settings = make_settings(tmp_path / "home", watch=options)
     (tmp_path / "incoming").mkdir(exist_ok=True)
     catalogue = tmp_path / "catalogue.csv"
-    catalogue.write_text("档号,页数\r\n" + "".join(f"W-{n:04d},1\r\n" for n in range(1, 10)), encoding="utf-8")
+    catalogue.write_text(
+        "档号,页数\r\n" + "".join(f"W-{n:04d},1\r\n" for n in range(1, 10)), encoding="utf-8"
+    )
     import_catalogue(settings, catalogue)
     return settings
 
@@ -81,7 +88,11 @@ def test_two_claimers_race_and_exactly_one_wins(tmp_path: Path) -> None:
         results: list[watch.Claim | None] = []
         barrier = threading.Barrier(2)
 
-        def grab() -> None:
+        def grab(
+            entry: Path = entry,
+            barrier: threading.Barrier = barrier,
+            results: list[watch.Claim | None] = results,
+        ) -> None:
             barrier.wait()
             results.append(watch.claim(entry, areas, watch.owner_id()))
 
@@ -95,14 +106,18 @@ def test_two_claimers_race_and_exactly_one_wins(tmp_path: Path) -> None:
 
 
 def test_manifests_are_read_and_bad_ones_refused(tmp_path: Path) -> None:
-    (tmp_path / "batch.json").write_text(json.dumps({"station": "S3", "operator": "张", "scan_date": "2024-03-15",
-                                                     "items": ["W-0001"]}), encoding="utf-8")
+    (tmp_path / "batch.json").write_text(
+        json.dumps({"station": "S3", "operator": "张", "scan_date": "2024-03-15", "items": ["W-0001"]}),
+        encoding="utf-8",
+    )
     assert watch.read_manifest(tmp_path)["items"] == ["W-0001"]  # type: ignore[index]
     (tmp_path / "batch.json").write_text("{not json", encoding="utf-8")
     with pytest.raises(watch.ManifestError, match="not valid JSON"):
         watch.read_manifest(tmp_path)
     (tmp_path / "batch.json").unlink()
-    (tmp_path / "batch.csv").write_bytes("station,operator,档号\r\nS3,张,W-0001\r\nS3,张,W-0002\r\n".encode("gbk"))
+    (tmp_path / "batch.csv").write_bytes(
+        "station,operator,档号\r\nS3,张,W-0001\r\nS3,张,W-0002\r\n".encode("gbk")
+    )
     manifest = watch.read_manifest(tmp_path)
     assert manifest is not None and manifest["items"] == ["W-0001", "W-0002"] and manifest["station"] == "S3"
 
@@ -115,10 +130,24 @@ def watched(tmp_path_factory, samples_module, prefect_harness):  # type: ignore[
     incoming = settings.watch_dir
     _batch(incoming, "good-marker", {"W-0001": "第一件保险单"}, samples_module)
     quiet = _batch(incoming, "good-quiet", {"W-0002": "第二件保险单"}, samples_module, marker=False)
-    with_manifest = _batch(incoming, "with-manifest", {"W-0003": "第三件", "W-0009": "多出来的一件"}, samples_module,
-                           marker=False)
-    (with_manifest / "batch.json").write_text(json.dumps({"station": "S1", "operator": "王", "scan_date": "2024-01-02",
-                                                          "items": ["W-0003", "W-0004", "X-9999"]}), encoding="utf-8")
+    with_manifest = _batch(
+        incoming,
+        "with-manifest",
+        {"W-0003": "第三件", "W-0009": "多出来的一件"},
+        samples_module,
+        marker=False,
+    )
+    (with_manifest / "batch.json").write_text(
+        json.dumps(
+            {
+                "station": "S1",
+                "operator": "王",
+                "scan_date": "2024-01-02",
+                "items": ["W-0003", "W-0004", "X-9999"],
+            }
+        ),
+        encoding="utf-8",
+    )
     (incoming / "a-file.zip").write_bytes(b"PK")
     (incoming / "empty-batch").mkdir()
     (incoming / "empty-batch" / "READY").write_text("", encoding="utf-8")
@@ -137,7 +166,11 @@ def test_good_batches_are_processed_once_and_moved_to_done(watched) -> None:  # 
     assert done == ["good-marker", "good-quiet", "with-manifest"]
     assert counts == {"done": 3, "quarantined": 4}
     assert sorted(p.name for p in settings.archive_dir.iterdir() if not p.name.startswith(".")) == [
-        "W-0001", "W-0002", "W-0003", "W-0009"]
+        "W-0001",
+        "W-0002",
+        "W-0003",
+        "W-0009",
+    ]
     assert not list((settings.watch_dir / "processing").iterdir())
     assert any("claimed batch good-quiet (quiet)" in m for m in messages)
     assert any("claimed batch good-marker (marker)" in m for m in messages)
@@ -167,8 +200,13 @@ def test_bad_batches_are_quarantined_with_a_reason_and_kept(watched) -> None:  #
     assert "empty" in reasons["empty-batch"]
     assert "not valid JSON" in reasons["bad-manifest"]
     assert "characters outside" in reasons["evil;rm -rf ~"]
-    assert (quarantine / next(f for f in quarantine.iterdir() if "evil" in f.name).name / "evil;rm -rf ~" / "W-0006"
-            / "0001.png").exists()
+    assert (
+        quarantine
+        / next(f for f in quarantine.iterdir() if "evil" in f.name).name
+        / "evil;rm -rf ~"
+        / "W-0006"
+        / "0001.png"
+    ).exists()
     from pipeline.store import Store
 
     store = Store(settings.state_url)
