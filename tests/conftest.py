@@ -17,6 +17,7 @@ DEV_SCANS = ROOT.parent / "shared" / "data" / "dev-scans"
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 
 def _load_samples_module():  # type: ignore[no-untyped-def]
