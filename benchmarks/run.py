@@ -146,33 +146,31 @@ def pipeline_run(batch: Path, home: Path) -> dict[str, Any]:
     return data
 
 
-def ocrmypdf_run(files: list[Path], work: Path, jobs: int = 2) -> float | None:
+def run_ocrmypdf(images: list[Path], source: Path, output: Path, jobs: int = 2) -> float | None:
+    """OCRmyPDF making PDF/A-2 from the same images (deskew, rotate pages); its seconds, or None."""
     if not _has("ocrmypdf") or shutil.which("gs") is None:
         return None
     import img2pdf
 
-    source = work / "ocrmypdf-in.pdf"
-    source.write_bytes(img2pdf.convert([str(f) for f in files]))
+    source.write_bytes(img2pdf.convert([str(f) for f in images]))
     started = time.perf_counter()
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "ocrmypdf",
-            "--quiet",
-            "-l",
-            "chi_sim+chi_tra+eng",
-            "--deskew",
-            "--rotate-pages",
-            "--output-type",
-            "pdfa-2",
-            "--jobs",
-            str(jobs),
-            str(source),
-            str(work / "ocrmypdf-out.pdf"),
-        ],
-        check=True,
-    )
+    command = [
+        sys.executable,
+        "-m",
+        "ocrmypdf",
+        "--quiet",
+        "-l",
+        "chi_sim+chi_tra+eng",
+        "--deskew",
+        "--rotate-pages",
+        "--output-type",
+        "pdfa-2",
+        "--jobs",
+        str(jobs),
+        str(source),
+        str(output),
+    ]
+    subprocess.run(command, check=True)
     return time.perf_counter() - started
 
 
@@ -186,7 +184,7 @@ def bench_throughput(work: Path, pages: int, quick: bool) -> dict[str, Any]:
     best_name, best = min(bare.items(), key=lambda kv: kv[1])
     best_cpu = measured[best_name][1]
     run = pipeline_run(batch, work / "throughput-home")
-    ocrmypdf = None if quick else ocrmypdf_run(files, work)
+    ocrmypdf = None if quick else run_ocrmypdf(files, work / "ocrmypdf-in.pdf", work / "ocrmypdf-out.pdf")
     ppm = lambda seconds: pages / seconds * 60  # noqa: E731
     result: dict[str, Any] = {
         "pages": pages,
@@ -256,31 +254,10 @@ def our_texts(pages: list[dict[str, Any]], engine: str, work: Path) -> dict[str,
 
 
 def ocrmypdf_texts(pages: list[dict[str, Any]], work: Path) -> dict[str, str] | None:
-    if not _has("ocrmypdf") or shutil.which("gs") is None:
+    output = work / "dev-ocrmypdf.pdf"
+    images = [DEV_SCANS / f"{p['id']}.jpg" for p in pages]
+    if run_ocrmypdf(images, work / "dev-in.pdf", output) is None:
         return None
-    import img2pdf
-
-    source, output = work / "dev-in.pdf", work / "dev-ocrmypdf.pdf"
-    source.write_bytes(img2pdf.convert([str(DEV_SCANS / f"{p['id']}.jpg") for p in pages]))
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "ocrmypdf",
-            "--quiet",
-            "-l",
-            "chi_sim+chi_tra+eng",
-            "--deskew",
-            "--rotate-pages",
-            "--output-type",
-            "pdfa-2",
-            "--jobs",
-            "2",
-            str(source),
-            str(output),
-        ],
-        check=True,
-    )
     texts = {}
     for n, page in enumerate(pages, start=1):
         texts[page["id"]] = subprocess.run(

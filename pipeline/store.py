@@ -283,11 +283,7 @@ class Store:
             new_package = item.pdf_sha256 is not None and (
                 current is None or current.pdf_sha256 != item.pdf_sha256
             )
-            open_case = session.scalars(
-                select(QaCaseRow).where(
-                    QaCaseRow.archive_code == item.archive_code, QaCaseRow.status == "open"
-                )
-            ).first()
+            open_case = _open_case(session, item.archive_code)
             if new_package:
                 if current is not None:
                     current.status, current.superseded_at = "superseded", now()
@@ -384,9 +380,7 @@ class Store:
 
     def open_case(self, archive_code: str) -> QaCaseRow | None:
         with self.session() as session:
-            return session.scalars(
-                select(QaCaseRow).where(QaCaseRow.archive_code == archive_code, QaCaseRow.status == "open")
-            ).first()
+            return _open_case(session, archive_code)
 
     def decide(
         self,
@@ -400,9 +394,7 @@ class Store:
     ) -> DecisionRow:
         """Record a decision on the item's open case; close it as `close_as` (None keeps it open)."""
         with self.session() as session:
-            case = session.scalars(
-                select(QaCaseRow).where(QaCaseRow.archive_code == archive_code, QaCaseRow.status == "open")
-            ).first()
+            case = _open_case(session, archive_code)
             if case is None:
                 raise LookupError(f"{archive_code} has no open QA case")
             decision = DecisionRow(
@@ -433,9 +425,7 @@ class Store:
 
     def update_case_findings(self, archive_code: str, findings: list[dict[str, Any]]) -> None:
         with self.session() as session:
-            case = session.scalars(
-                select(QaCaseRow).where(QaCaseRow.archive_code == archive_code, QaCaseRow.status == "open")
-            ).first()
+            case = _open_case(session, archive_code)
             if case is not None:
                 case.findings = findings
 
@@ -460,6 +450,11 @@ class Store:
             query = query.where(AuditRow.action == action)
         with self.session() as session:
             return list(session.scalars(query))
+
+
+def _open_case(session: Session, archive_code: str) -> QaCaseRow | None:
+    query = select(QaCaseRow).where(QaCaseRow.archive_code == archive_code, QaCaseRow.status == "open")
+    return session.scalars(query).first()
 
 
 def _visible(qa_status: str, pdf_sha256: str | None) -> bool:
