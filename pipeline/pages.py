@@ -18,7 +18,6 @@ IMAGE_SUFFIXES = {".tif", ".tiff", ".png", ".jpg", ".jpeg"}
 PDF_SUFFIXES = {".pdf"}
 # Files scanner software and desktops leave behind; never pages, never reported.
 IGNORED_NAMES = {"thumbs.db", "desktop.ini", ".ds_store"}
-MARKER_NAMES = {"ready", "batch.json", "batch.csv", "readme.txt", "reason.txt"}
 
 # Pillow refuses absurd images (decompression bombs); A0 at 1200 dpi stays below this.
 Image.MAX_IMAGE_PIXELS = 40_000 * 60_000

@@ -63,9 +63,10 @@ def _decide(
     details: dict[str, Any] | None = None,
 ) -> Outcome:
     _require(reason, user)
-    if store.open_case(archive_code) is None:
-        raise QaError(f"{archive_code} has no open QA case")
-    store.decide(archive_code, action, reason, user, close_as=close_as, details=details)
+    try:
+        store.decide(archive_code, action, reason, user, close_as=close_as, details=details)
+    except LookupError as exc:  # the store's own "no open QA case" check
+        raise QaError(str(exc)) from exc
     item = store.item(archive_code)
     visible = bool(item and item.visible)
     index.set_visible(archive_code, visible)
@@ -103,6 +104,8 @@ def correct(
     _require(reason, user)
     if pages < 0:
         raise QaError("--pages must be 0 or more")
+    if store.open_case(code) is None:  # checked before the catalogue is touched
+        raise QaError(f"{code} has no open QA case")
     entry = store.catalogue_entry(code)
     if entry is None:
         raise QaError(f"{code} is not in the catalogue; import a catalogue row for it first")

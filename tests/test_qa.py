@@ -113,3 +113,13 @@ def test_correcting_the_page_count_reverifies_and_releases(qa_home) -> None:  # 
     assert {a.action for a in store.audit_log()} >= {"qa.approve", "qa.rescan", "qa.correct", "qa.view"}
     assert store.open_case("Q-0003") is None and len(store.cases()) == 0
     store.close()
+
+
+def test_correct_without_an_open_case_changes_nothing(qa_home) -> None:  # type: ignore[no-untyped-def]
+    from pipeline.store import Store
+
+    result = _capture(qa_home, "qa", "correct", "Q-0001", "--pages", "9", "--reason", "after approval")
+    assert result.returncode == 5 and "no open QA case" in result.stderr
+    store = Store(qa_home.state_url)
+    assert store.catalogue_entry("Q-0001").page_count == 2  # type: ignore[union-attr]
+    store.close()

@@ -46,7 +46,7 @@ class _Heartbeat:
         self._thread.join()
 
 
-def _rejection(taken: watch.Claim, settings: Settings) -> tuple[str | None, dict[str, Any] | None]:
+def _rejection(taken: watch.Claim) -> tuple[str | None, dict[str, Any] | None]:
     """Why the claimed entry cannot be processed (None if it can), and its manifest."""
     reason = watch.unsafe_name_reason(taken.name)
     if reason:
@@ -70,7 +70,7 @@ def handle(taken: watch.Claim, areas: watch.Areas, settings: Settings, say: Say)
 
     store = Store(settings.state_url)
     try:
-        reason, manifest = _rejection(taken, settings)
+        reason, manifest = _rejection(taken)
         if reason is None:
             known = store.catalogue()
             unknown = [code for code in (manifest or {}).get("items", []) if code not in known]

@@ -18,7 +18,6 @@ _CJK = (
 )
 _SPACE_BETWEEN_CJK = re.compile(rf"(?<=[{_CJK}])\s+(?=[{_CJK}])")
 _SPACE_RUNS = re.compile(r"[ \t\u3000]+")
-CJK_CHAR = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 
 
 def normalise_text(text: str) -> str:
@@ -26,10 +25,6 @@ def normalise_text(text: str) -> str:
     text = unicodedata.normalize("NFKC", text)
     text = _SPACE_RUNS.sub(" ", text).strip()
     return _SPACE_BETWEEN_CJK.sub("", text)
-
-
-def is_cjk(char: str) -> bool:
-    return bool(CJK_CHAR.match(char))
 
 
 class OcrEngine(Protocol):
