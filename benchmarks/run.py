@@ -295,7 +295,7 @@ def search_recall(texts: dict[str, str], queries: list[tuple[str, str]], work: P
         index.index_item(IndexItem(page_id, page_id, {}, (IndexPage(1, text),)))
     found = 0
     for page_id, query in queries:
-        hits = index.search(SearchQuery(query, archive_code=page_id, limit=1)).hits
+        hits = index.search(SearchQuery(query, {"archive_code": page_id}, limit=1)).hits
         found += bool(hits)
     index.close()
     return found / len(queries)
@@ -419,7 +419,7 @@ def bench_search(work: Path, quick: bool) -> dict[str, Any]:
         )
     build = time.perf_counter() - started
     latency = _latencies(lambda q: index.search(SearchQuery(q, limit=10)), 2 if quick else 5)
-    filtered = _latencies(lambda q: index.search(SearchQuery(q, year="2012", limit=10)), 1 if quick else 3)
+    filtered = _latencies(lambda q: index.search(SearchQuery(q, {"year": "2012"}, limit=10)), 1 if quick else 3)
     index.close()
     size_mb = (work / "scale.sqlite").stat().st_size / 1e6
     return {

@@ -27,6 +27,8 @@ catalogue_app = typer.Typer(help="Catalogue (归档目录) commands.", no_args_i
 app.add_typer(catalogue_app, name="catalogue")
 qa_app = typer.Typer(help="QA (质检) queue: list, show and decide cases.", no_args_is_help=True)
 app.add_typer(qa_app, name="qa")
+user_app = typer.Typer(help="Accounts: roles, clearances, passwords and API tokens.", no_args_is_help=True)
+app.add_typer(user_app, name="user")
 # Piped output (CI logs, `make run | tee`) gets a readable width instead of Rich's 80 columns.
 console = Console(width=None if sys.stdout.isatty() else 132)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 132)
@@ -434,49 +436,275 @@ def _marked(snippet: str, spans: list[tuple[int, int]] | list[list[int]]) -> Tex
     return text
 
 
+BackendOption = Annotated[
+    str | None, typer.Option("--backend", help="sqlite or elasticsearch (default: index.backend)")
+]
+
+
 @app.command()
 def search(
     query: Annotated[str, typer.Argument(help="Words to find, e.g. 养老保险 or a policy number")],
     year: Annotated[str | None, typer.Option(help="Only this year (年度)")] = None,
     stage: Annotated[str | None, typer.Option(help="Only this business stage (业务环节)")] = None,
+    retention: Annotated[str | None, typer.Option(help="Only this retention period (保管期限)")] = None,
+    box: Annotated[str | None, typer.Option(help="Only this box (盒号)")] = None,
+    security_level: Annotated[
+        str | None, typer.Option("--security-level", help="Only this level (密级)")
+    ] = None,
     archive_code: Annotated[str | None, typer.Option("--archive-code", help="Only this item")] = None,
-    limit: Annotated[int, typer.Option(min=1, max=500, help="Hits per page")] = 10,
-    page: Annotated[int, typer.Option(min=1, help="Result page")] = 1,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the hits as JSON")] = False,
+    backend: BackendOption = None,
+    facets: Annotated[bool, typer.Option("--facets", help="Also count hits per year, stage, ...")] = False,
+    limit: Annotated[int, typer.Option(min=1, max=100, help="Hits per page")] = 10,
+    page: Annotated[int, typer.Option(min=1, help="Result page (for deep paging use --cursor)")] = 1,
+    cursor: Annotated[str | None, typer.Option(help="Continue after a previous result (next_cursor)")] = None,
+    as_user: Annotated[
+        str | None, typer.Option("--as-user", help="Search with this account's clearance, fonds and role")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON")] = False,
 ) -> None:
-    """Full-text search over archived pages (embedded index; does not start Prefect)."""
+    """Full-text search over archived pages (does not start Prefect). Every search is audited."""
     from pipeline.index import SearchQuery, open_backend
+    from pipeline.store import Store
+    from pipeline.users import operator, principal_of
 
     settings = _settings()
-    if not settings.index_path.exists():
+    name = backend or settings.index.backend
+    if name == "sqlite" and not settings.index_path.exists():
         err_console.print(f"[bold red]error:[/] no index at {settings.index_path}; run `capture run` first")
         raise typer.Exit(2)
-    backend = open_backend(settings)
-    try:
-        result = backend.search(
-            SearchQuery(
-                query,
-                year=year,
-                stage=stage,
-                archive_code=archive_code,
-                limit=limit,
-                offset=(page - 1) * limit,
-            )
+    filters = {
+        k: v
+        for k, v in (
+            ("year", year),
+            ("stage", stage),
+            ("retention", retention),
+            ("box", box),
+            ("security_level", security_level),
+            ("archive_code", archive_code),
         )
+        if v
+    }
+    store = Store(settings.state_url)
+    try:
+        if as_user:
+            row = store.user(as_user)
+            if row is None or row.disabled:
+                _fail(CaptureError(f"no active user {as_user!r} (see `capture user list`)"))
+            who = principal_of(row)  # type: ignore[arg-type]
+        else:
+            who = operator(_user(None) or "unknown")
+        request = SearchQuery(
+            query, filters, who.access, limit=limit, offset=(page - 1) * limit, cursor=cursor, facets=facets
+        )
+        index = open_backend(settings, name)
+        try:
+            result = index.search(request)
+        finally:
+            index.close()
+        store.audit(
+            who.username,
+            "search",
+            query,
+            {
+                "filters": filters,
+                "hits": result.total,
+                "backend": name,
+                "via": "cli",
+                "offset": request.offset,
+            },
+        )
+    except CaptureError as exc:
+        _fail(exc)
     finally:
-        backend.close()
+        store.close()
     if as_json:
-        sys.stdout.write(json.dumps([h.to_dict() for h in result.hits], ensure_ascii=False, indent=2) + "\n")
+        sys.stdout.write(json.dumps(result.to_dict(), ensure_ascii=False, indent=2) + "\n")
         return
     if not result.hits:
         console.print(f"No page matches {query!r}.")
         return
-    console.print(f"{result.total} pages match {query!r}" + (f" (page {page})" if page > 1 else "") + ":")
+    first = (page - 1) * limit + 1 if not cursor else None
+    shown = f" (hits {first}-{first + len(result.hits) - 1})" if first else ""
+    console.print(f"{result.total} pages match {query!r}{shown}:")
     for hit in result.hits:
         console.print(
             Text.assemble((hit.archive_code, "bold cyan"), f"  page {hit.page}  ", (hit.title, "bold"))
         )
         console.print(Text("    ") + _marked(hit.snippet, hit.highlights))
+    for facet, counts in result.facets.items():
+        if counts:
+            console.print(f"[dim]{facet}:[/] " + ", ".join(f"{v} ({n})" for v, n in counts))
+    if result.next_cursor:
+        console.print(f"[dim]more: --page {page + 1}, or --cursor {result.next_cursor}[/]")
+
+
+# ------------------------------------------------------------------ reindex
+
+
+@app.command()
+def reindex(
+    backend: BackendOption = None,
+    pending: Annotated[
+        bool, typer.Option("--pending", help="Only the items whose indexing failed earlier")
+    ] = False,
+) -> None:
+    """Rebuild the search index from the archive folder (searchers switch over in one step)."""
+    from pipeline.index import open_backend
+    from pipeline.reindex import reindex_all, reindex_pending
+    from pipeline.store import Store
+
+    settings = _settings()
+    settings.ensure_dirs()
+    store = Store(settings.state_url)
+    try:
+        index = open_backend(settings, backend)
+        try:
+            with Progress(
+                TextColumn("{task.description}"), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+            ) as progress:
+                task = progress.add_task("re-indexing items", total=None)
+                run = reindex_pending if pending else reindex_all
+                outcome = run(settings, index, store, tick=lambda _code: progress.advance(task))
+        finally:
+            index.close()
+    except CaptureError as exc:
+        _fail(exc)
+    finally:
+        store.close()
+    console.print(f"Re-indexed {outcome.items} items, {outcome.pages} pages ({index.name}).")
+    for folder, reason in outcome.skipped:
+        err_console.print(f"  [yellow]skipped {folder}:[/] {reason}")
+    for code, reason in outcome.still_pending:
+        err_console.print(f"  [red]still not indexed {code}:[/] {reason}")
+    if outcome.still_pending:
+        raise typer.Exit(6)
+
+
+# ------------------------------------------------------------------ users
+
+
+@user_app.command("add")
+def user_add(
+    username: str,
+    role: Annotated[str, typer.Option(help="searcher, qa or admin")] = "searcher",
+    clearance: Annotated[str, typer.Option(help="Highest security level (密级) they may see")] = "内部",
+    fonds: Annotated[
+        list[str] | None, typer.Option("--fonds", help="Restrict to this fonds (repeatable; default all)")
+    ] = None,
+    name: Annotated[str, typer.Option("--name", help="Display name")] = "",
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from standard input")
+    ] = False,
+    password: Annotated[
+        bool, typer.Option("--password/--no-password", help="Ask for a password (web log-in)")
+    ] = False,
+) -> None:
+    """Create or update an account (admin command)."""
+    from pipeline.store import Store
+    from pipeline.users import save_user
+
+    secret: str | None = None
+    if password_stdin:
+        secret = sys.stdin.readline().rstrip("\n")
+    elif password:
+        secret = typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    settings = _settings()
+    settings.ensure_dirs()
+    store = Store(settings.state_url)
+    try:
+        who = save_user(
+            store, username, role=role, clearance=clearance, fonds=fonds, password=secret, display_name=name
+        )
+        store.audit(
+            _user(None) or "unknown", "user.save", who.username, {"role": role, "clearance": who.clearance}
+        )
+    except CaptureError as exc:
+        _fail(exc)
+    finally:
+        store.close()
+    console.print(f"saved {who.describe()}")
+
+
+@user_app.command("list")
+def user_list() -> None:
+    """Accounts with their role, clearance and fonds."""
+    from pipeline.security import level_name
+    from pipeline.store import Store
+
+    settings = _settings()
+    store = Store(settings.state_url)
+    try:
+        rows = store.users()
+    finally:
+        store.close()
+    table = Table(title="users")
+    for column in ("user", "name", "role", "clearance", "fonds", "password", "disabled"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(
+            r.username,
+            r.display_name,
+            r.role,
+            level_name(r.clearance),
+            ", ".join(r.fonds) or "all",
+            "yes" if r.password_hash else "no",
+            "yes" if r.disabled else "",
+        )
+    console.print(table)
+
+
+@user_app.command("token")
+def user_token(username: str, label: Annotated[str, typer.Option(help="What the token is for")] = "") -> None:
+    """Make an API token for a user; it is printed once and only its hash is kept."""
+    from pipeline.store import Store
+    from pipeline.users import make_token
+
+    settings = _settings()
+    store = Store(settings.state_url)
+    try:
+        token = make_token(store, username, label)
+        store.audit(_user(None) or "unknown", "token.create", username, {"label": label})
+    except CaptureError as exc:
+        _fail(exc)
+    finally:
+        store.close()
+    sys.stdout.write(token + "\n")
+
+
+@user_app.command("revoke")
+def user_revoke(username: str) -> None:
+    """Revoke every API token of a user."""
+    from pipeline.store import Store
+
+    settings = _settings()
+    store = Store(settings.state_url)
+    try:
+        count = store.revoke_tokens(username)
+        store.audit(_user(None) or "unknown", "token.revoke", username, {"count": count})
+    finally:
+        store.close()
+    console.print(f"revoked {count} tokens of {username}")
+
+
+# ------------------------------------------------------------------ serve
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to listen on (default: web.host)")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: web.port)")] = None,
+) -> None:
+    """Serve the search API (and OpenAPI schema at /docs) for the web interface and other systems."""
+    import uvicorn
+
+    from pipeline.web.api import create_app
+
+    settings = _settings()
+    settings.ensure_dirs()
+    host = host or settings.web.host
+    port = port or settings.web.port
+    console.print(f"Archive Capture API on http://{host}:{port}/ (OpenAPI: /docs); Ctrl-C stops it")
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", server_header=False)
 
 
 def main() -> None:  # pragma: no cover

@@ -8,7 +8,10 @@
      ├── PageReadError                 one page file cannot be decoded (becomes a finding)
      ├── OcrError                      an OCR engine failed on a page
      │    └── OcrTimeoutError          it ran out of time (transient: retried)
-     └── PackageError                  an item's PDF/A could not be written
+     ├── PackageError                  an item's PDF/A could not be written
+     ├── QueryError (exit 2)           a search request is unusable (too long, bad cursor...)
+     ├── IndexUnavailable (exit 6)     the search backend is unreachable after retries
+     └── AccessDenied (exit 7)         unknown user, wrong token or password, too low a clearance
 
 Bad rows, unreadable pages and PDF/A validation failures inside a batch are not raised
 to the user: they become findings on the item, and the batch goes on.
@@ -51,3 +54,19 @@ class OcrTimeoutError(OcrError):
 
 class PackageError(CaptureError):
     pass
+
+
+class QueryError(CaptureError):
+    """The search request itself is unusable (empty, too long, bad cursor...)."""
+
+    exit_code = 2
+
+
+class IndexUnavailable(CaptureError):
+    """The search backend could not be reached or refused the writes, after retries."""
+
+    exit_code = 6
+
+
+class AccessDenied(CaptureError):
+    exit_code = 7

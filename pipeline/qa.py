@@ -16,7 +16,7 @@ from typing import Any
 from PIL import Image
 
 from pipeline import verify
-from pipeline.errors import CaptureError
+from pipeline.errors import CaptureError, IndexUnavailable
 from pipeline.index.base import SearchBackend
 from pipeline.models import Severity
 from pipeline.process import item_from_record
@@ -69,7 +69,10 @@ def _decide(
         raise QaError(str(exc)) from exc
     item = store.item(archive_code)
     visible = bool(item and item.visible)
-    index.set_visible(archive_code, visible)
+    try:
+        index.set_visible(archive_code, visible)
+    except IndexUnavailable as exc:  # the decision stands; the index catches up on re-indexing
+        store.mark_index_pending(archive_code, str(exc))
     _append_decision(
         settings,
         archive_code,

@@ -26,6 +26,7 @@ class BatchReport:
     seconds: float = 0.0
     manifest: dict[str, Any] | None = None
     batch_findings: list[dict[str, str]] = field(default_factory=list)  # e.g. an expected item missing
+    not_indexed: list[dict[str, str]] = field(default_factory=list)  # packaged, search index unreachable
 
     def totals(self) -> dict[str, Any]:
         verdicts = Counter(str(i.verdict) for i in self.items)
@@ -44,6 +45,7 @@ class BatchReport:
             "straight_through": verdicts.get(str(Verdict.PASSED), 0),
             "waiting_for_qa": verdicts.get(str(Verdict.NEEDS_QA), 0) + verdicts.get(str(Verdict.FAILED), 0),
             "batch_findings": len(self.batch_findings),
+            "not_indexed": len(self.not_indexed),
             "seconds": round(self.seconds, 1),
             "pages_per_minute": round(pages / self.seconds * 60, 1) if self.seconds else None,
         }
@@ -60,6 +62,7 @@ class BatchReport:
             "loose_files": self.loose_files,
             "manifest": self.manifest,
             "batch_findings": self.batch_findings,
+            "not_indexed": self.not_indexed,
         }
 
     def write(self, folder: Path) -> Path:

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -46,9 +46,29 @@ class PackageSettings(BaseModel):
     jpeg_quality: int = Field(90, ge=10, le=100)
 
 
+class ElasticsearchSettings(BaseModel):
+    """A real cluster: several hosts, HTTPS with a CA file, an API key or a user and password."""
+
+    hosts: list[str] = ["http://127.0.0.1:9200"]
+    alias: str = "capture-pages"  # searchers and writers use the alias; indices are <alias>-v<N>-<time>
+    ca_file: str = ""
+    verify_certs: bool = True
+    api_key: SecretStr | None = None  # CAPTURE_INDEX__ELASTICSEARCH__API_KEY
+    username: str = ""
+    password: SecretStr | None = None  # CAPTURE_INDEX__ELASTICSEARCH__PASSWORD
+    request_timeout: float = Field(30.0, gt=0)
+    max_retries: int = Field(5, ge=0, le=50)  # per request, on 429/502/503/504, timeouts, refused
+    backoff_seconds: float = Field(0.5, ge=0)  # first pause between bulk retries (doubles each time)
+    bulk_chunk: int = Field(500, ge=1, le=10000)
+    # Send plain `application/json` instead of the versioned media type (for proxies and
+    # stand-ins that refuse `application/vnd.elasticsearch+json`; real clusters take both).
+    plain_json: bool = False
+
+
 class IndexSettings(BaseModel):
-    backend: Literal["sqlite"] = "sqlite"
+    backend: Literal["sqlite", "elasticsearch"] = "sqlite"
     snippet_chars: int = Field(30, ge=5, le=500)
+    elasticsearch: ElasticsearchSettings = ElasticsearchSettings()
 
 
 class WatchSettings(BaseModel):
@@ -57,6 +77,12 @@ class WatchSettings(BaseModel):
     quiet_seconds: float = Field(30.0, ge=0)
     marker: str = "READY"
     stale_claim_seconds: float = Field(120.0, gt=0)
+
+
+class WebSettings(BaseModel):
+    host: str = "127.0.0.1"  # this machine only, unless an office opens it deliberately
+    port: int = Field(8080, ge=1, le=65535)
+    session_minutes: int = Field(30, ge=1, le=24 * 60)  # web sessions end after this long idle
 
 
 class StateSettings(BaseModel):
@@ -80,6 +106,7 @@ class Settings(BaseSettings):
     index: IndexSettings = IndexSettings()
     watch: WatchSettings = WatchSettings()
     state: StateSettings = StateSettings()
+    web: WebSettings = WebSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -172,6 +172,43 @@ class AuditRow(Base):
     details: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
+class UserRow(Base):
+    """A person who searches or decides: role searcher / qa / admin, clearance 0-4, fonds."""
+
+    __tablename__ = "users"
+    username: Mapped[str] = mapped_column(String(100), primary_key=True)
+    display_name: Mapped[str] = mapped_column(String(200), default="")
+    role: Mapped[str] = mapped_column(String(20))
+    clearance: Mapped[int] = mapped_column(Integer)
+    fonds: Mapped[list[str]] = mapped_column(JSON, default=list)  # empty: every fonds
+    password_hash: Mapped[str | None] = mapped_column(Text, nullable=True)
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+
+
+class TokenRow(Base):
+    """An API token: only its SHA-256 is kept; the token itself is shown once, when made."""
+
+    __tablename__ = "api_tokens"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    username: Mapped[str] = mapped_column(String(100), index=True)
+    label: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class IndexPendingRow(Base):
+    """An archived item whose indexing failed; `capture reindex --pending` (and the watcher) retry it."""
+
+    __tablename__ = "index_pending"
+    archive_code: Mapped[str] = mapped_column(String(100), primary_key=True)
+    reason: Mapped[str] = mapped_column(Text)
+    since: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=now)
+    attempts: Mapped[int] = mapped_column(Integer, default=1)
+
+
 def database_url(url_or_path: str | Path) -> str:
     url = str(url_or_path)
     if "://" not in url:
@@ -438,6 +475,62 @@ class Store:
                     .order_by(DecisionRow.id)
                 )
             )
+
+    # ---------------------------------------------------------------- index retries
+    def mark_index_pending(self, archive_code: str, reason: str) -> None:
+        with self.session() as session:
+            row = session.get(IndexPendingRow, archive_code)
+            if row is None:
+                session.add(IndexPendingRow(archive_code=archive_code, reason=reason))
+            else:
+                row.reason = reason
+                row.attempts += 1
+
+    def index_pending(self) -> list[IndexPendingRow]:
+        with self.session() as session:
+            return list(session.scalars(select(IndexPendingRow).order_by(IndexPendingRow.since)))
+
+    def clear_index_pending(self, archive_code: str) -> None:
+        with self.session() as session:
+            session.execute(delete(IndexPendingRow).where(IndexPendingRow.archive_code == archive_code))
+
+    # ---------------------------------------------------------------- users and tokens
+    def put_user(self, row: UserRow) -> None:
+        with self.session() as session:
+            session.merge(row)
+
+    def user(self, username: str) -> UserRow | None:
+        with self.session() as session:
+            return session.get(UserRow, username)
+
+    def users(self) -> list[UserRow]:
+        with self.session() as session:
+            return list(session.scalars(select(UserRow).order_by(UserRow.username)))
+
+    def add_token(self, username: str, token_sha256: str, label: str) -> None:
+        with self.session() as session:
+            session.add(TokenRow(username=username, token_sha256=token_sha256, label=label))
+
+    def token_user(self, token_sha256: str) -> UserRow | None:
+        """The enabled user a live token belongs to (and note that it was used)."""
+        with self.session() as session:
+            token = session.scalars(
+                select(TokenRow).where(TokenRow.token_sha256 == token_sha256, TokenRow.revoked_at.is_(None))
+            ).first()
+            if token is None:
+                return None
+            token.last_used_at = now()
+            user = session.get(UserRow, token.username)
+            return user if user is not None and not user.disabled else None
+
+    def revoke_tokens(self, username: str) -> int:
+        with self.session() as session:
+            result = session.execute(
+                update(TokenRow)
+                .where(TokenRow.username == username, TokenRow.revoked_at.is_(None))
+                .values(revoked_at=now())
+            )
+            return int(getattr(result, "rowcount", 0) or 0)
 
     # ---------------------------------------------------------------- audit
     def audit(self, user: str, action: str, target: str = "", details: dict[str, Any] | None = None) -> None:

@@ -184,3 +184,49 @@ def database_url(request, tmp_path: Path) -> str:  # type: ignore[no-untyped-def
     ) as conn:
         conn.execute(f"CREATE DATABASE {name}")
     return f"{server}/{name}"
+
+
+# ------------------------------------------------------------------ search backends
+
+ES_URL = os.environ.get("CAPTURE_ES_URL", "")
+BACKENDS = ["sqlite", "osmem"] + (["live"] if ES_URL else [])
+
+
+def es_settings(home: Path, url: str, *, stand_in: bool, **overrides):  # type: ignore[no-untyped-def]
+    """Settings for an Elasticsearch backend; a unique alias keeps tests apart on a live cluster."""
+    import uuid
+
+    from pipeline.settings import ElasticsearchSettings, IndexSettings
+
+    es = ElasticsearchSettings(
+        hosts=[url],
+        alias=f"capture-test-{uuid.uuid4().hex[:10]}",
+        plain_json=stand_in,  # osmem-server refuses the versioned media type (ENVIRONMENT.md)
+        **overrides,
+    )
+    return make_settings(home, index=IndexSettings(backend="elasticsearch", elasticsearch=es))
+
+
+def drop_es_indices(settings) -> None:  # type: ignore[no-untyped-def]
+    from pipeline.index.elastic import make_client
+
+    client = make_client(settings)
+    try:
+        client.indices.delete(index=f"{settings.index.elasticsearch.alias}-*", ignore_unavailable=True)
+    finally:
+        client.close()
+
+
+@pytest.fixture(params=BACKENDS)
+def backend_settings(request, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """Settings for each search backend in turn: SQLite, osmem-server, and a live cluster if set."""
+    if request.param == "sqlite":
+        yield make_settings(tmp_path / "home")
+        return
+    if request.param == "osmem":
+        clone = request.getfixturevalue("osmem_clone")
+        yield es_settings(tmp_path / "home", clone.url, stand_in=True)
+        return
+    settings = es_settings(tmp_path / "home", ES_URL, stand_in=False)
+    yield settings
+    drop_es_indices(settings)

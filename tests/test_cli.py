@@ -57,7 +57,7 @@ def test_search_does_not_start_prefect(tmp_path: Path) -> None:
         timeout=120,
     )
     assert "PREFECT False" in result.stdout, result.stdout + result.stderr
-    hits = json.loads(result.stdout.split("PREFECT")[0])
+    hits = json.loads(result.stdout.split("PREFECT")[0])["hits"]
     assert hits[0]["archive_code"] == "A-1" and hits[0]["page"] == 3
     assert {"archive_code", "page", "title", "snippet"} <= set(hits[0])
     human = _run(["search", "待遇", "--year", "2012"], home)
@@ -94,5 +94,5 @@ def test_two_homes_never_touch_each_other(tmp_path: Path) -> None:
     assert (home_a / "prefect").is_dir() and (home_a / "archive" / "BX01-2014-LP-D6-0003").is_dir()
     assert not home_b.exists()
     found = _run(["search", "理赔申请", "--json"], home_a)
-    assert json.loads(found.stdout)[0]["archive_code"] == "BX01-2014-LP-D6-0003"
+    assert json.loads(found.stdout)["hits"][0]["archive_code"] == "BX01-2014-LP-D6-0003"
     assert _run(["search", "理赔申请"], home_b).returncode == 2

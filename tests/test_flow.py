@@ -15,6 +15,7 @@ import pytest
 
 from pipeline.errors import BatchError
 from pipeline.index.base import SearchQuery
+from pipeline.security import FULL_ACCESS
 from pipeline.index.sqlite import SqliteIndex
 from tests.conftest import import_catalogue, items_by_code, make_settings
 
@@ -109,7 +110,7 @@ def test_sample_search_finds_traditional_item_with_simplified_query(sample_run) 
     assert {h.archive_code for h in hits} == {"BX01-2014-LP-D6-0003"}
     # the enrolment item waits for QA: searchers do not see it, QA staff do
     assert index.search(SearchQuery("参保登记")).hits == []
-    assert {h.archive_code for h in index.search(SearchQuery("参保登记", include_hidden=True)).hits} == {
+    assert {h.archive_code for h in index.search(SearchQuery("参保登记", access=FULL_ACCESS)).hits} == {
         "SB02-2015-CB-D30-0004"
     }
     assert {h.archive_code for h in index.search(SearchQuery("P2012-000123")).hits} == {
@@ -131,7 +132,7 @@ def test_rerunning_the_batch_redoes_nothing_and_duplicates_nothing(sample_run) -
     assert index.count_pages() == before
     assert {
         h.page
-        for h in index.search(SearchQuery("保全变更", archive_code="BX01-2013-BQ-D10-0002", limit=50)).hits
+        for h in index.search(SearchQuery("保全变更", {"archive_code": "BX01-2013-BQ-D10-0002"}, limit=50)).hits
     } == {1, 2}
     index.close()
     from pipeline.store import Store

@@ -23,6 +23,7 @@ from pipeline.intake import read_layout
 from pipeline.models import CatalogueEntry, Finding, ItemResult, PageResult, PageSource, Severity, Verdict
 from pipeline.pages import FileProblem
 from pipeline.progress import observer
+from pipeline.reindex import index_or_mark
 from pipeline.report import BatchReport
 from pipeline.settings import Settings
 from pipeline.store import Store
@@ -208,7 +209,10 @@ def process_batch(
                     return
                 item = plan.reused or _finish_item(plan, collected.pop(next_item), batch_id, settings)
                 row = store.record_item(batch_id, item)
-                index.index_item(process.index_document(item, visible=row.visible))
+                if item.pdf_path:
+                    problem = index_or_mark(index, store, process.index_document(item, visible=row.visible))
+                    if problem:
+                        report.not_indexed.append({"archive_code": item.archive_code, "reason": problem})
                 report.items.append(item)
                 watcher.item_done(item)
                 next_item += 1

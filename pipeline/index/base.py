@@ -1,11 +1,29 @@
-"""The search backend protocol and the values it takes and returns."""
+"""The search backend protocol and the values it takes and returns.
+
+Both backends (embedded SQLite FTS5, Elasticsearch) take the same SearchQuery and return
+the same SearchResult; the security filter (clearance, fonds, QA visibility) travels inside
+the query as an Access, so each backend applies it inside its own query.
+"""
 
 from __future__ import annotations
 
+import base64
+import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
+from pipeline.errors import QueryError
+from pipeline.index.analysis import query_terms
+from pipeline.security import Access
 from pipeline.settings import Settings
+
+MAX_QUERY_CHARS = 200
+MAX_QUERY_TERMS = 16
+MAX_LIMIT = 100
+FILTER_FIELDS = ("year", "stage", "retention", "box", "security_level", "archive_code", "policy_number")
+FACET_FIELDS = ("year", "stage", "retention", "security_level", "box")
+ITEM_FIELDS = ("year", "stage", "retention", "security_level", "box", "policy_number", "policyholder")
 
 
 @dataclass(frozen=True)
@@ -20,7 +38,7 @@ class IndexItem:
 
     archive_code: str
     title: str
-    fields: dict[str, str]  # year, stage, retention, security_level, box, policy_number, policyholder
+    fields: dict[str, str]  # ITEM_FIELDS
     pages: tuple[IndexPage, ...]
     visible: bool = True  # False while QA holds the item back from searchers
 
@@ -28,12 +46,15 @@ class IndexItem:
 @dataclass(frozen=True)
 class SearchQuery:
     text: str
-    year: str | None = None
-    stage: str | None = None
-    archive_code: str | None = None
-    include_hidden: bool = False  # QA staff see items held for QA
+    filters: dict[str, str] = field(default_factory=dict)  # FILTER_FIELDS -> exact value
+    access: Access = Access()  # every level, nothing held for QA; callers pass the user's
     limit: int = 10
     offset: int = 0
+    cursor: str | None = None  # from a previous SearchResult.next_cursor (deep paging)
+    facets: bool = False
+
+    def terms(self) -> list[str]:
+        return check_query(self)
 
 
 @dataclass(frozen=True)
@@ -56,9 +77,55 @@ class SearchHit:
 class SearchResult:
     total: int
     hits: list[SearchHit]
+    facets: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
+    next_cursor: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "total": self.total,
+            "hits": [h.to_dict() for h in self.hits],
+            "facets": {k: [{"value": v, "count": c} for v, c in vs] for k, vs in self.facets.items()},
+            "next_cursor": self.next_cursor,
+        }
+
+
+def check_query(query: SearchQuery) -> list[str]:
+    """The query's search terms, or a QueryError saying what is wrong with it."""
+    if len(query.text) > MAX_QUERY_CHARS:
+        raise QueryError(f"the query is {len(query.text)} characters long; at most {MAX_QUERY_CHARS}")
+    if "\ufffd" in query.text or any(ord(c) < 32 and c not in "\t\n" for c in query.text):
+        raise QueryError("the query contains characters that are not valid text (not UTF-8?)")
+    unknown = set(query.filters) - set(FILTER_FIELDS)
+    if unknown:
+        raise QueryError(f"unknown filter {sorted(unknown)[0]!r}; filters are {', '.join(FILTER_FIELDS)}")
+    if not 1 <= query.limit <= MAX_LIMIT:
+        raise QueryError(f"limit must be between 1 and {MAX_LIMIT}")
+    if query.offset < 0:
+        raise QueryError("offset must be 0 or more")
+    terms = query_terms(query.text)
+    if not terms:
+        raise QueryError("the query has no searchable words (Chinese characters, letters or digits)")
+    if len(terms) > MAX_QUERY_TERMS:
+        raise QueryError(f"the query has {len(terms)} separate words; at most {MAX_QUERY_TERMS}")
+    return terms
+
+
+def encode_cursor(data: dict[str, Any]) -> str:
+    raw = json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, key: str) -> Any:
+    try:
+        data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        return data[key]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise QueryError("the paging cursor is not one this index handed out") from exc
 
 
 class SearchBackend(Protocol):
+    name: str
+
     def index_item(self, item: IndexItem) -> None:
         """Replace everything indexed for the item with these pages (idempotent)."""
 
@@ -71,10 +138,21 @@ class SearchBackend(Protocol):
 
     def count_pages(self, archive_code: str | None = None) -> int: ...
 
+    def rebuild(self, items: Iterable[IndexItem]) -> int:
+        """Build a fresh index from these items and switch searchers to it at once; pages indexed."""
+
     def close(self) -> None: ...
 
 
-def open_backend(settings: Settings) -> SearchBackend:
-    from pipeline.index.sqlite import SqliteIndex
+def open_backend(settings: Settings, backend: str | None = None) -> SearchBackend:
+    """The backend the settings choose (or `backend`, overriding them)."""
+    name = backend or settings.index.backend
+    if name == "elasticsearch":
+        from pipeline.index.elastic import ElasticIndex
 
-    return SqliteIndex(settings.index_path, snippet_chars=settings.index.snippet_chars)
+        return ElasticIndex.from_settings(settings)
+    if name == "sqlite":
+        from pipeline.index.sqlite import SqliteIndex
+
+        return SqliteIndex(settings.index_path, snippet_chars=settings.index.snippet_chars)
+    raise QueryError(f"unknown index backend {name!r}; use sqlite or elasticsearch")

@@ -1,0 +1,113 @@
+"""Rebuild the search index from the archive folder, the source of truth, or retry marked items.
+
+Every package folder holds record.json (catalogue fields, per-page OCR lines); visibility to
+searchers comes from the state store (an item waiting for QA stays hidden). A full rebuild
+fills a new index and switches searchers to it in one step (`SearchBackend.rebuild`). Items
+whose indexing failed during a batch were marked in the state store; `reindex_pending`
+indexes them again and clears the marks that succeed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.errors import IndexUnavailable
+from pipeline.index.base import IndexItem, SearchBackend
+from pipeline.models import Verdict
+from pipeline.process import RECORD_NAME, index_document, item_from_record
+from pipeline.settings import Settings
+from pipeline.store import Store
+
+
+def index_or_mark(index: SearchBackend, store: Store, doc: IndexItem) -> str | None:
+    """Index one item; when the index is unreachable, mark it for re-indexing and say why."""
+    try:
+        index.index_item(doc)
+    except IndexUnavailable as exc:
+        store.mark_index_pending(doc.archive_code, str(exc))
+        return str(exc)
+    store.clear_index_pending(doc.archive_code)
+    return None
+
+
+@dataclass
+class ReindexOutcome:
+    items: int = 0
+    pages: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (folder, reason)
+    still_pending: list[tuple[str, str]] = field(default_factory=list)  # (archive code, reason)
+
+
+def package_folders(archive: Path) -> list[Path]:
+    """Current package folders (staging and superseded packages live in dot-folders)."""
+    if not archive.is_dir():
+        return []
+    return sorted(p for p in archive.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def load_item(folder: Path, store: Store) -> IndexItem:
+    """The index document of one package folder; ValueError says what is wrong with it."""
+    path = folder / RECORD_NAME
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        item = item_from_record(record, folder)
+    except FileNotFoundError as exc:
+        raise ValueError(f"{path} is missing") from exc
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path} cannot be read: {exc}") from exc
+    row = store.item(item.archive_code)
+    visible = row.visible if row is not None else item.verdict == Verdict.PASSED
+    return index_document(item, visible=visible)
+
+
+def reindex_all(
+    settings: Settings, index: SearchBackend, store: Store, tick: Callable[[str], None] | None = None
+) -> ReindexOutcome:
+    outcome = ReindexOutcome()
+
+    def items() -> Iterator[IndexItem]:
+        for folder in package_folders(settings.archive_dir):
+            try:
+                doc = load_item(folder, store)
+            except ValueError as exc:
+                outcome.skipped.append((folder.name, str(exc)))
+                continue
+            outcome.items += 1
+            if tick:
+                tick(doc.archive_code)
+            yield doc
+
+    outcome.pages = index.rebuild(items())
+    for code in [p.archive_code for p in store.index_pending()]:
+        store.clear_index_pending(code)  # everything in the archive is in the new index
+    return outcome
+
+
+def reindex_pending(
+    settings: Settings, index: SearchBackend, store: Store, tick: Callable[[str], None] | None = None
+) -> ReindexOutcome:
+    outcome = ReindexOutcome()
+    for pending in store.index_pending():
+        code = pending.archive_code
+        folder = settings.archive_dir / code
+        if not folder.is_dir():
+            index.delete_item(code)  # superseded or withdrawn meanwhile: nothing to show
+            store.clear_index_pending(code)
+            continue
+        try:
+            doc = load_item(folder, store)
+        except ValueError as exc:
+            outcome.skipped.append((code, str(exc)))
+            continue
+        problem = index_or_mark(index, store, doc)
+        if problem:
+            outcome.still_pending.append((code, problem))
+            break  # the index is still away; the rest would fail the same way
+        outcome.items += 1
+        outcome.pages += len(doc.pages)
+        if tick:
+            tick(code)
+    return outcome

@@ -1,0 +1,126 @@
+"""Local accounts: roles, clearances, fonds, Argon2 password hashes and API tokens.
+
+Roles: `searcher` (search and view within their clearance), `qa` (also sees items held for
+QA and decides cases), `admin` (everything, including managing users). A token is shown
+once when it is made; the state store keeps only its SHA-256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from pipeline.errors import AccessDenied, ConfigError
+from pipeline.security import Access, level_name, parse_clearance
+from pipeline.store import Store, UserRow
+
+ROLES = ("searcher", "qa", "admin")
+TOKEN_PREFIX = "cap_"
+_hasher = PasswordHasher()
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is asking, and what they may reach."""
+
+    username: str
+    role: str
+    clearance: int
+    fonds: tuple[str, ...]
+    display_name: str = ""
+
+    @property
+    def access(self) -> Access:
+        return Access(self.clearance, self.fonds, see_held=self.role in ("qa", "admin"))
+
+    @property
+    def is_qa(self) -> bool:
+        return self.role in ("qa", "admin")
+
+    def describe(self) -> str:
+        where = ", ".join(self.fonds) if self.fonds else "all fonds"
+        return f"{self.username} ({self.role}, cleared to {level_name(self.clearance)}, {where})"
+
+
+def principal_of(row: UserRow) -> Principal:
+    return Principal(row.username, row.role, row.clearance, tuple(row.fonds or ()), row.display_name)
+
+
+def save_user(
+    store: Store,
+    username: str,
+    *,
+    role: str,
+    clearance: str,
+    fonds: list[str] | None = None,
+    password: str | None = None,
+    display_name: str = "",
+) -> Principal:
+    """Create or update an account (an existing password is kept unless a new one is given)."""
+    name = username.strip()
+    if not name or len(name) > 100 or any(c.isspace() or ord(c) < 32 for c in name):
+        raise ConfigError(f"user name {username!r} must be 1-100 characters without spaces")
+    if role not in ROLES:
+        raise ConfigError(f"role {role!r} is not one of {', '.join(ROLES)}")
+    try:
+        rank = parse_clearance(clearance)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    if password is not None and len(password) < 8:
+        raise ConfigError("a password needs at least 8 characters")
+    existing = store.user(name)
+    row = UserRow(
+        username=name,
+        display_name=display_name or (existing.display_name if existing else ""),
+        role=role,
+        clearance=rank,
+        fonds=sorted({f.strip() for f in fonds or [] if f.strip()}),
+        password_hash=_hasher.hash(password) if password else (existing.password_hash if existing else None),
+        disabled=False,
+    )
+    store.put_user(row)
+    return principal_of(row)
+
+
+def check_password(store: Store, username: str, password: str) -> Principal:
+    row = store.user(username.strip())
+    if row is None or row.disabled or not row.password_hash:
+        _hasher.hash(password)  # same work either way: no timing hint that the user exists
+        raise AccessDenied("wrong user name or password")
+    try:
+        _hasher.verify(row.password_hash, password)
+    except (VerificationError, InvalidHashError) as exc:
+        raise AccessDenied("wrong user name or password") from exc
+    return principal_of(row)
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def make_token(store: Store, username: str, label: str = "") -> str:
+    if store.user(username) is None:
+        raise ConfigError(f"no user {username!r}; create it first with `capture user add`")
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    store.add_token(username, _digest(token), label)
+    return token
+
+
+def user_for_token(store: Store, token: str) -> Principal:
+    if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
+        raise AccessDenied("the API token is not valid")
+    row = store.token_user(_digest(token))
+    if row is None:
+        raise AccessDenied("the API token is not valid (unknown, revoked, or its user is disabled)")
+    return principal_of(row)
+
+
+def operator(name: str) -> Principal:
+    """The person at the server's own command line: every level and fonds, no QA-held items."""
+    from pipeline.security import HIGHEST
+
+    return Principal(name, "operator", HIGHEST, ())

@@ -1,0 +1,1 @@
+"""Web: the HTTP API (api.py) and the pages for searchers and QA staff."""
