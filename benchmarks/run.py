@@ -419,7 +419,9 @@ def bench_search(work: Path, quick: bool) -> dict[str, Any]:
         )
     build = time.perf_counter() - started
     latency = _latencies(lambda q: index.search(SearchQuery(q, limit=10)), 2 if quick else 5)
-    filtered = _latencies(lambda q: index.search(SearchQuery(q, {"year": "2012"}, limit=10)), 1 if quick else 3)
+    filtered = _latencies(
+        lambda q: index.search(SearchQuery(q, {"year": "2012"}, limit=10)), 1 if quick else 3
+    )
     index.close()
     size_mb = (work / "scale.sqlite").stat().st_size / 1e6
     return {

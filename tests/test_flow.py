@@ -15,8 +15,8 @@ import pytest
 
 from pipeline.errors import BatchError
 from pipeline.index.base import SearchQuery
-from pipeline.security import FULL_ACCESS
 from pipeline.index.sqlite import SqliteIndex
+from pipeline.security import FULL_ACCESS
 from tests.conftest import import_catalogue, items_by_code, make_settings
 
 pytestmark = pytest.mark.slow
@@ -132,7 +132,9 @@ def test_rerunning_the_batch_redoes_nothing_and_duplicates_nothing(sample_run) -
     assert index.count_pages() == before
     assert {
         h.page
-        for h in index.search(SearchQuery("保全变更", {"archive_code": "BX01-2013-BQ-D10-0002"}, limit=50)).hits
+        for h in index.search(
+            SearchQuery("保全变更", {"archive_code": "BX01-2013-BQ-D10-0002"}, limit=50)
+        ).hits
     } == {1, 2}
     index.close()
     from pipeline.store import Store

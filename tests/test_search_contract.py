@@ -184,7 +184,14 @@ def test_unusable_queries_are_refused_with_a_reason(index: SearchBackend, text: 
 
 
 def test_query_syntax_is_text_not_syntax(index: SearchBackend) -> None:
-    for hostile in ['保险" OR "1', "NEAR(保险", "* OR 1", "bigrams:保险", "text:医疗 AND _id:*", "'; DROP --"]:
+    for hostile in [
+        '保险" OR "1',
+        "NEAR(保险",
+        "* OR 1",
+        "bigrams:保险",
+        "text:医疗 AND _id:*",
+        "'; DROP --",
+    ]:
         index.search(SearchQuery(hostile))  # no error, no injection
     assert pages(index, 'text:医疗费用 OR "x"') == set()  # the words "text", "or", "x" are required too
     assert index.count_pages() == 4

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -99,6 +100,34 @@ def handle(taken: watch.Claim, areas: watch.Areas, settings: Settings, say: Say)
         store.close()
 
 
+INDEX_RETRY_SECONDS = 60.0
+
+
+def retry_index(settings: Settings, say: Say) -> None:
+    """Index again the items whose indexing failed earlier (the search server was away)."""
+    from pipeline.errors import CaptureError
+    from pipeline.index import open_backend
+    from pipeline.reindex import reindex_pending
+
+    store = Store(settings.state_url)
+    try:
+        if not store.index_pending():
+            return
+        index = open_backend(settings)
+        try:
+            outcome = reindex_pending(settings, index, store)
+        finally:
+            index.close()
+        if outcome.items:
+            say(f"re-indexed {outcome.items} items that were waiting for the search index")
+        for code, reason in outcome.still_pending:
+            say(f"{code} still waits for the search index: {reason}")
+    except CaptureError as exc:
+        say(f"re-indexing waits: {exc}")
+    finally:
+        store.close()
+
+
 def watch_folder(
     settings: Settings,
     *,
@@ -114,7 +143,11 @@ def watch_folder(
     counts = {"done": 0, "quarantined": 0}
     delay = settings.watch.poll_seconds
     say(f"watching {areas.incoming} every {settings.watch.poll_seconds:g} s (owner {owner})")
+    next_index_retry = 0.0
     while not stop.is_set():
+        if time.monotonic() >= next_index_retry:
+            next_index_retry = time.monotonic() + INDEX_RETRY_SECONDS
+            retry_index(settings, say)
         try:
             if not areas.incoming.is_dir():
                 raise FileNotFoundError(f"watch folder {areas.incoming} is not reachable")
