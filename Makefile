@@ -5,11 +5,12 @@ VENV        ?= .venv
 PYTHON      ?= python3
 APT_PACKAGES = tesseract-ocr tesseract-ocr-chi-sim tesseract-ocr-chi-tra tesseract-ocr-eng \
                tesseract-ocr-osd poppler-utils fonts-noto-cjk
-# the tests also run the state store against a throwaway PostgreSQL cluster
-TEST_APT_PACKAGES = postgresql
+# the tests also run the state store against a throwaway PostgreSQL cluster, and the web
+# interface in Debian's Chromium (driven by Playwright; no browser download)
+TEST_APT_PACKAGES = postgresql chromium chromium-driver
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test setup system lint samples bench clean-home
+.PHONY: run test setup system lint samples bench clean-home serve
 
 setup: system $(VENV)/.installed
 
@@ -32,6 +33,9 @@ run: setup
 	@echo
 	@echo "Example search: capture search 理赔申请"
 	$(VENV)/bin/capture search 理赔申请 --limit 3
+
+serve: setup
+	$(VENV)/bin/capture serve
 
 test: EXTRA_APT = $(TEST_APT_PACKAGES)
 test: setup

@@ -694,17 +694,17 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Address to listen on (default: web.host)")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default: web.port)")] = None,
 ) -> None:
-    """Serve the search API (and OpenAPI schema at /docs) for the web interface and other systems."""
+    """Serve the web interface for searchers and QA staff, and the HTTP API (OpenAPI at /docs)."""
     import uvicorn
 
-    from pipeline.web.api import create_app
+    from pipeline.web.app import create_web_app
 
     settings = _settings()
     settings.ensure_dirs()
     host = host or settings.web.host
     port = port or settings.web.port
-    console.print(f"Archive Capture API on http://{host}:{port}/ (OpenAPI: /docs); Ctrl-C stops it")
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", server_header=False)
+    console.print(f"Archive Capture on http://{host}:{port}/ (API: /api, OpenAPI: /docs); Ctrl-C stops it")
+    uvicorn.run(create_web_app(settings), host=host, port=port, log_level="warning", server_header=False)
 
 
 def main() -> None:  # pragma: no cover

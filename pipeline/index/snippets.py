@@ -16,10 +16,9 @@ def _folded_with_map(text: str) -> tuple[str, list[int]]:
     return "".join(out), origin
 
 
-def make_snippet(text: str, terms: list[str], width: int) -> tuple[str, list[tuple[int, int]]]:
-    """A window of `width` characters either side of the first hit, with all hits inside it."""
-    flat = text.replace("\n", " ")
-    folded, origin = _folded_with_map(flat)
+def find_spans(text: str, terms: list[str]) -> list[tuple[int, int]]:
+    """Where the folded terms occur in the original text, as merged [start, end) spans."""
+    folded, origin = _folded_with_map(text)
     spans: list[tuple[int, int]] = []
     for term in terms:
         start = folded.find(term)
@@ -27,7 +26,27 @@ def make_snippet(text: str, terms: list[str], width: int) -> tuple[str, list[tup
             end = start + len(term)
             spans.append((origin[start], origin[end - 1] + 1))
             start = folded.find(term, end)
-    spans.sort()
+    return _merge(spans)
+
+
+def segments(text: str, terms: list[str]) -> list[tuple[str, bool]]:
+    """The text cut into (piece, is_hit) for marking hits without building HTML by hand."""
+    out: list[tuple[str, bool]] = []
+    at = 0
+    for start, end in find_spans(text, terms):
+        if start > at:
+            out.append((text[at:start], False))
+        out.append((text[start:end], True))
+        at = end
+    if at < len(text):
+        out.append((text[at:], False))
+    return out
+
+
+def make_snippet(text: str, terms: list[str], width: int) -> tuple[str, list[tuple[int, int]]]:
+    """A window of `width` characters either side of the first hit, with all hits inside it."""
+    flat = text.replace("\n", " ")
+    spans = find_spans(flat, terms)
     if not spans:
         return flat[: 2 * width].strip(), []
     lo = max(0, spans[0][0] - width)

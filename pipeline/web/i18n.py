@@ -1,0 +1,105 @@
+"""Interface texts: Simplified Chinese by default, English on request (?lang=en, kept in a cookie)."""
+
+from __future__ import annotations
+
+LANGUAGES = ("zh", "en")
+DEFAULT = "zh"
+
+MESSAGES: dict[str, dict[str, str]] = {
+    "app": {"zh": "档案采集", "en": "Archive Capture"},
+    "search": {"zh": "检索", "en": "Search"},
+    "qa": {"zh": "质检", "en": "QA"},
+    "batches": {"zh": "批次", "en": "Batches"},
+    "login": {"zh": "登录", "en": "Log in"},
+    "logout": {"zh": "退出", "en": "Log out"},
+    "username": {"zh": "用户名", "en": "User name"},
+    "password": {"zh": "密码", "en": "Password"},
+    "login_failed": {"zh": "用户名或密码错误", "en": "Wrong user name or password"},
+    "session_expired": {"zh": "会话已过期，请重新登录", "en": "Your session expired; please log in again"},
+    "query_placeholder": {
+        "zh": "输入要查找的字词，如 理赔申请 或保单号",
+        "en": "Words to find, e.g. 理赔申请 or a policy number",
+    },
+    "go": {"zh": "检索", "en": "Search"},
+    "year": {"zh": "年度", "en": "Year"},
+    "stage": {"zh": "业务环节", "en": "Business stage"},
+    "retention": {"zh": "保管期限", "en": "Retention"},
+    "box": {"zh": "盒号", "en": "Box"},
+    "security_level": {"zh": "密级", "en": "Security level"},
+    "archive_code": {"zh": "档号", "en": "Archive code"},
+    "title": {"zh": "题名", "en": "Title"},
+    "policyholder": {"zh": "投保人", "en": "Policyholder"},
+    "policy_number": {"zh": "保险合同号", "en": "Policy number"},
+    "job_serial": {"zh": "作业流水号", "en": "Job serial"},
+    "page_count": {"zh": "页数", "en": "Pages"},
+    "remarks": {"zh": "备注", "en": "Remarks"},
+    "page": {"zh": "页", "en": "Page"},
+    "page_n": {"zh": "第 {n} 页", "en": "page {n}"},
+    "hits": {"zh": "共 {n} 页命中", "en": "{n} matching pages"},
+    "no_hits": {"zh": "没有找到包含这些字词的页面", "en": "No page holds these words"},
+    "all": {"zh": "全部", "en": "All"},
+    "clear_filters": {"zh": "清除筛选", "en": "Clear filters"},
+    "previous": {"zh": "上一页", "en": "Previous"},
+    "next": {"zh": "下一页", "en": "Next"},
+    "download_pdf": {"zh": "下载 PDF/A", "en": "Download PDF/A"},
+    "catalogue_record": {"zh": "目录著录", "en": "Catalogue record"},
+    "recognised_text": {"zh": "识别文字", "en": "Recognised text"},
+    "pages": {"zh": "页面", "en": "Pages"},
+    "blank": {"zh": "空白页", "en": "blank"},
+    "low_confidence": {"zh": "识别置信度低", "en": "low confidence"},
+    "confidence": {"zh": "置信度", "en": "confidence"},
+    "skew": {"zh": "纠偏", "en": "skew"},
+    "rotation": {"zh": "旋转", "en": "rotation"},
+    "not_found": {"zh": "未找到该档案，或您无权查看", "en": "No such item, or not one you may see"},
+    "forbidden": {"zh": "您的角色无权使用此页面", "en": "Your role may not use this page"},
+    "bad_request": {"zh": "请求无效", "en": "The request is not valid"},
+    "qa_queue": {"zh": "质检队列", "en": "QA queue"},
+    "open_cases": {"zh": "待处理 {n} 件", "en": "{n} open cases"},
+    "batch": {"zh": "批次", "en": "Batch"},
+    "finding": {"zh": "问题类型", "en": "Finding"},
+    "findings": {"zh": "问题", "en": "Findings"},
+    "age": {"zh": "等待", "en": "Waiting"},
+    "older_than": {"zh": "等待超过（天）", "en": "Older than (days)"},
+    "filter": {"zh": "筛选", "en": "Filter"},
+    "opened": {"zh": "开立时间", "en": "Opened"},
+    "days": {"zh": "{n} 天", "en": "{n} days"},
+    "approve": {"zh": "通过", "en": "Approve"},
+    "rescan": {"zh": "退回重扫", "en": "Send for rescan"},
+    "correct": {"zh": "更正目录页数", "en": "Correct page count"},
+    "reason": {"zh": "理由（必填）", "en": "Reason (required)"},
+    "new_page_count": {"zh": "正确页数", "en": "Correct page count"},
+    "decided": {"zh": "{code}：已{action}", "en": "{code}: {action} recorded"},
+    "queue_empty": {"zh": "质检队列已清空", "en": "The QA queue is empty"},
+    "scanned_pages": {"zh": "扫描页数", "en": "Scanned pages"},
+    "status": {"zh": "状态", "en": "State"},
+    "started": {"zh": "开始", "en": "Started"},
+    "finished": {"zh": "完成", "en": "Finished"},
+    "items": {"zh": "件数", "en": "Items"},
+    "pages_per_minute": {"zh": "页/分钟", "en": "pages/min"},
+    "waiting": {"zh": "等待中", "en": "waiting"},
+    "processing": {"zh": "处理中", "en": "processing"},
+    "done": {"zh": "已完成", "en": "done"},
+    "quarantined": {"zh": "已隔离", "en": "quarantined"},
+    "today": {"zh": "今天", "en": "Today"},
+    "show_all": {"zh": "显示全部", "en": "Show all"},
+    "in_watch_folder": {"zh": "监视文件夹中等待的批次", "en": "Waiting in the watch folder"},
+    "none": {"zh": "无", "en": "none"},
+    "straight_through": {"zh": "直接通过", "en": "straight through"},
+    "waiting_for_qa": {"zh": "待质检", "en": "waiting for QA"},
+    "held": {"zh": "待质检，检索不可见", "en": "held for QA, hidden from searchers"},
+    "language": {"zh": "English", "en": "中文"},
+    "signed_in_as": {"zh": "当前用户", "en": "Signed in as"},
+    "action_approve": {"zh": "通过", "en": "approval"},
+    "action_rescan": {"zh": "退回重扫", "en": "rescan"},
+    "action_correct": {"zh": "更正", "en": "correction"},
+}
+
+
+def pick(lang: str | None) -> str:
+    return lang if lang in LANGUAGES else DEFAULT
+
+
+def translate(lang: str, key: str, **values: object) -> str:
+    entry = MESSAGES.get(key)
+    text = entry.get(lang, entry[DEFAULT]) if entry else key
+    return text.format(**values) if values else text
