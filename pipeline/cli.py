@@ -464,6 +464,7 @@ def search(
 ) -> None:
     """Full-text search over archived pages (does not start Prefect). Every search is audited."""
     from pipeline.index import SearchQuery, open_backend
+    from pipeline.index.base import given_filters
     from pipeline.store import Store
     from pipeline.users import operator, principal_of
 
@@ -472,18 +473,14 @@ def search(
     if name == "sqlite" and not settings.index_path.exists():
         err_console.print(f"[bold red]error:[/] no index at {settings.index_path}; run `capture run` first")
         raise typer.Exit(2)
-    filters = {
-        k: v
-        for k, v in (
-            ("year", year),
-            ("stage", stage),
-            ("retention", retention),
-            ("box", box),
-            ("security_level", security_level),
-            ("archive_code", archive_code),
-        )
-        if v
-    }
+    filters = given_filters(
+        year=year,
+        stage=stage,
+        retention=retention,
+        box=box,
+        security_level=security_level,
+        archive_code=archive_code,
+    )
     store = Store(settings.state_url)
     try:
         if as_user:

@@ -89,6 +89,11 @@ class SearchResult:
         }
 
 
+def given_filters(**values: str | None) -> dict[str, str]:
+    """The filters a person actually set (empty and missing ones dropped)."""
+    return {name: value for name, value in values.items() if value}
+
+
 def check_query(query: SearchQuery) -> list[str]:
     """The query's search terms, or a QueryError saying what is wrong with it."""
     if len(query.text) > MAX_QUERY_CHARS:

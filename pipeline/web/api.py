@@ -18,7 +18,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from pipeline import __version__
 from pipeline.errors import AccessDenied, CaptureError, IndexUnavailable, QueryError
-from pipeline.index.base import MAX_LIMIT
+from pipeline.index.base import MAX_LIMIT, given_filters
 from pipeline.settings import Settings
 from pipeline.users import Principal, user_for_token
 from pipeline.web.service import ArchiveService, Forbidden, NotFound
@@ -112,18 +112,14 @@ def api_router_app(app: FastAPI) -> None:
         facets: bool = True,
         include_held: Annotated[bool, Query(description="QA staff: include items waiting for QA")] = False,
     ) -> dict[str, Any]:
-        filters = {
-            k: v
-            for k, v in (
-                ("year", year),
-                ("stage", stage),
-                ("retention", retention),
-                ("box", box),
-                ("security_level", security_level),
-                ("archive_code", archive_code),
-            )
-            if v
-        }
+        filters = given_filters(
+            year=year,
+            stage=stage,
+            retention=retention,
+            box=box,
+            security_level=security_level,
+            archive_code=archive_code,
+        )
         result = svc.search(
             user,
             q,
