@@ -431,8 +431,40 @@ def bench_search(work: Path, quick: bool) -> dict[str, Any]:
         "index_mb": round(size_mb, 1),
         "sqlite": latency,
         "sqlite_with_year_filter": filtered,
-        "osmem_server": "not measured: the Elasticsearch backend arrives with the Elasticsearch issue",
+        "osmem_server": _osmem_reference(texts, per_item, quick),
     }
+
+
+def _osmem_reference(texts: list[str], per_item: int, quick: bool) -> dict[str, Any]:
+    """The same pages and queries through our Elasticsearch backend against osmem-server.
+
+    For reference only: an in-memory stand-in on the same 2 cores says nothing about a cluster.
+    """
+    from elasticsearch import Elasticsearch
+    from osmem_server import OsmemServer
+
+    from pipeline.index.base import IndexItem, IndexPage, SearchQuery
+    from pipeline.index.elastic import ElasticIndex, PlainJsonNode
+
+    _say(f"search: the same {len(texts)} pages into osmem-server (reference)")
+    with OsmemServer.start(japanese=False) as server:
+        client = Elasticsearch(server.url, node_class=PlainJsonNode, request_timeout=600)
+        index = ElasticIndex(client, "bench-pages", chunk=2000)
+        items = (
+            IndexItem(
+                f"SCALE-{start // per_item:06d}",
+                "synthetic",
+                {"year": str(2000 + start % 25)},
+                tuple(IndexPage(n + 1, t) for n, t in enumerate(texts[start : start + per_item])),
+            )
+            for start in range(0, len(texts), per_item)
+        )
+        started = time.perf_counter()
+        index.rebuild(items)
+        build = time.perf_counter() - started
+        latency = _latencies(lambda q: index.search(SearchQuery(q, limit=10)), 2 if quick else 5)
+        index.close()
+    return {"build_seconds": round(build, 1), **latency}
 
 
 # --------------------------------------------------------------------------- deskew
@@ -548,12 +580,13 @@ def print_table(results: dict[str, Any]) -> None:
         )
     s = results.get("search")
     if s:
+        ref = s.get("osmem_server") or {}
         table.add_row(
             f"search p50/p95 ms, {s['pages']} pages",
             f"{s['sqlite']['p50_ms']} / {s['sqlite']['p95_ms']}",
-            "-",
-            "-",
-            f"build {s['build_seconds']} s",
+            f"{ref.get('p50_ms', '-')} / {ref.get('p95_ms', '-')} osmem-server (reference)",
+            str(round(s["sqlite"]["p50_ms"] / max(ref["p50_ms"], 1e-9), 2)) if ref else "-",
+            f"build {s['build_seconds']} s (osmem {ref.get('build_seconds', '-')} s)",
         )
     d = results.get("deskew")
     if d:
