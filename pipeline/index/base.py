@@ -120,10 +120,11 @@ def encode_cursor(data: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str, key: str) -> Any:
+def decode_cursor(cursor: str, *keys: str) -> tuple[Any, ...]:
+    """The values stored under `keys` in a cursor from encode_cursor."""
     try:
         data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        return data[key]
+        return tuple(data[key] for key in keys)
     except (ValueError, KeyError, TypeError) as exc:
         raise QueryError("the paging cursor is not one this index handed out") from exc
 

@@ -30,7 +30,7 @@ from elasticsearch import ApiError, Elasticsearch, helpers
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from pipeline.errors import IndexUnavailable, QueryError
-from pipeline.index.analysis import fold, query_terms
+from pipeline.index.analysis import fold
 from pipeline.index.base import (
     FACET_FIELDS,
     ITEM_FIELDS,
@@ -129,6 +129,7 @@ class ElasticIndex:
         self.backoff = backoff_seconds
         self.definition = definition or load_definition()
         self.where = where or alias
+        self._prepared = False
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ElasticIndex:
@@ -208,10 +209,11 @@ class ElasticIndex:
 
         self._retry("preparing the index", work)
 
-    @cached_property
-    def _ready(self) -> bool:
-        self.ensure()
-        return True
+    def _prepare(self) -> None:
+        """Make sure the alias exists, once per backend object (before its first use)."""
+        if not self._prepared:
+            self.ensure()
+            self._prepared = True
 
     def _document(self, item: IndexItem, page_no: int, text: str, stamp: str) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -257,7 +259,7 @@ class ElasticIndex:
 
     def index_item(self, item: IndexItem) -> None:
         """Write the item's pages (ids code:page), then remove pages it no longer has."""
-        assert self._ready
+        self._prepare()
         ids = [f"{item.archive_code}:{p.page}" for p in item.pages]
 
         def work() -> None:
@@ -287,7 +289,7 @@ class ElasticIndex:
         return [h["_id"] for h in found["hits"]["hits"]]
 
     def set_visible(self, archive_code: str, visible: bool) -> None:
-        assert self._ready
+        self._prepare()
 
         def work() -> None:
             actions = [
@@ -300,7 +302,7 @@ class ElasticIndex:
         self._retry(f"changing visibility of {archive_code}", work)
 
     def delete_item(self, archive_code: str) -> None:
-        assert self._ready
+        self._prepare()
         self._retry(
             f"removing {archive_code}",
             lambda: self.client.delete_by_query(
@@ -312,7 +314,7 @@ class ElasticIndex:
         )
 
     def count_pages(self, archive_code: str | None = None) -> int:
-        assert self._ready
+        self._prepare()
         query = {"term": {"archive_code": archive_code}} if archive_code else {"match_all": {}}
         with self._reading("counting pages"):
             return int(self.client.count(index=self.alias, query=query)["count"])
@@ -356,7 +358,7 @@ class ElasticIndex:
 
     def search(self, query: SearchQuery) -> SearchResult:
         terms = query.terms()
-        assert self._ready
+        self._prepare()
         body: dict[str, Any] = {
             "query": self._query(query, terms),
             "sort": [{"_score": "desc"}, {"archive_code": "asc"}, {"page": "asc"}],
@@ -365,7 +367,7 @@ class ElasticIndex:
             "source_excludes": ["text"],
         }
         if query.cursor:
-            position, after = decode_cursor(query.cursor, "p"), decode_cursor(query.cursor, "a")
+            position, after = decode_cursor(query.cursor, "p", "a")
             body["search_after"] = after
         else:
             position = query.offset
@@ -381,10 +383,9 @@ class ElasticIndex:
         total = int(found["hits"]["total"]["value"])
         hits = []
         raw = found["hits"]["hits"]
-        display_terms = query_terms(query.text)
         for h in raw:
             src = h["_source"]
-            snippet, spans = make_snippet(src.get("content", ""), display_terms, self.snippet_chars)
+            snippet, spans = make_snippet(src.get("content", ""), terms, self.snippet_chars)
             fields = {f: str(src.get(f, "")) for f in ITEM_FIELDS}
             hits.append(
                 SearchHit(

@@ -31,9 +31,14 @@ def find_spans(text: str, terms: list[str]) -> list[tuple[int, int]]:
 
 def segments(text: str, terms: list[str]) -> list[tuple[str, bool]]:
     """The text cut into (piece, is_hit) for marking hits without building HTML by hand."""
+    return split_at(text, find_spans(text, terms))
+
+
+def split_at(text: str, spans: list[tuple[int, int]]) -> list[tuple[str, bool]]:
+    """The text cut at sorted, non-overlapping [start, end) spans into (piece, is_hit)."""
     out: list[tuple[str, bool]] = []
     at = 0
-    for start, end in find_spans(text, terms):
+    for start, end in spans:
         if start > at:
             out.append((text[at:start], False))
         out.append((text[start:end], True))

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from pipeline.index.analysis import analyse, query_terms
+from pipeline.index.analysis import analyse
 from pipeline.index.base import (
     FACET_FIELDS,
     ITEM_FIELDS,
@@ -167,7 +167,7 @@ class SqliteIndex:
 
     def search(self, query: SearchQuery) -> SearchResult:
         terms = query.terms()
-        offset = int(decode_cursor(query.cursor, "o")) if query.cursor else query.offset
+        offset = int(decode_cursor(query.cursor, "o")[0]) if query.cursor else query.offset
         where = ["pages_fts MATCH ?"]
         args: list[Any] = [fts_expression(terms)]
         for name, value in sorted(query.filters.items()):
@@ -202,7 +202,7 @@ class SqliteIndex:
                     facets[name] = [(str(v), int(n)) for v, n in counts]
         hits = []
         for code, page, title, text, score, *values in rows:
-            snippet, spans = make_snippet(text, query_terms(query.text), self.snippet_chars)
+            snippet, spans = make_snippet(text, terms, self.snippet_chars)
             fields = dict(zip(ITEM_FIELDS, values, strict=True))
             hits.append(SearchHit(code, page, title, snippet, spans, -float(score), fields))
         following = offset + len(hits)
