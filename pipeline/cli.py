@@ -332,7 +332,7 @@ def qa_show(archive_code: str, as_json: Annotated[bool, typer.Option("--json")] 
             {k: p[k] for k in ("page", "source", "dpi", "rotation", "skew_deg", "blank", "confidence")}
             for p in record["pages"]
         ],
-        "thumbnails": [str(t) for t in thumbs],
+        "thumbnails": [str(t) for t in thumbs.values()],
         "decisions": [
             {"action": d.action, "reason": d.reason, "user": d.user, "at": d.at.isoformat()}
             for d in decisions
@@ -355,7 +355,6 @@ def qa_show(archive_code: str, as_json: Annotated[bool, typer.Option("--json")] 
     pages = Table()
     for column in ("page", "source", "dpi", "rotation", "skew", "blank", "confidence", "thumbnail"):
         pages.add_column(column)
-    thumb_by_page = {int(Path(t).stem): str(t) for t in thumbs}
     for p in record["pages"]:
         pages.add_row(
             str(p["page"]),
@@ -365,7 +364,7 @@ def qa_show(archive_code: str, as_json: Annotated[bool, typer.Option("--json")] 
             str(p["skew_deg"]),
             "yes" if p["blank"] else "",
             "" if p["confidence"] is None else f"{p['confidence']:.3f}",
-            thumb_by_page.get(p["page"], ""),
+            str(thumbs.get(p["page"], "")),
         )
     console.print(pages)
     console.print(f"PDF: {item.pdf_path}")

@@ -24,9 +24,14 @@ class PageNotFound(CaptureError):
     pass
 
 
+def packaged_pages(record: dict[str, Any]) -> list[int]:
+    """The page numbers that are in the PDF, in order: the readable pages (as package_item takes them)."""
+    return [p["page"] for p in record["pages"] if p.get("error") is None and p.get("image_path")]
+
+
 def pdf_page_index(record: dict[str, Any], seq: int) -> int:
-    """Where page `seq` sits in the PDF: packaged pages are the readable ones, in order."""
-    packaged = [p["page"] for p in record["pages"] if p.get("error") is None and p.get("image_path")]
+    """Where page `seq` sits in the PDF."""
+    packaged = packaged_pages(record)
     if seq not in packaged:
         raise PageNotFound(f"{record['archive_code']} has no packaged page {seq}")
     return packaged.index(seq)

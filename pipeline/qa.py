@@ -13,12 +13,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
-
 from pipeline import verify
 from pipeline.errors import CaptureError, IndexUnavailable
 from pipeline.index.base import SearchBackend
 from pipeline.models import Severity
+from pipeline.pageimages import packaged_pages, page_png
 from pipeline.process import item_from_record
 from pipeline.settings import Settings
 from pipeline.store import Store
@@ -143,19 +142,7 @@ def load_record(settings: Settings, code: str) -> dict[str, Any]:
     return data
 
 
-def thumbnails(settings: Settings, code: str, record: dict[str, Any], size: int = 320) -> list[Path]:
-    """Small PNGs of each page, made once from the cleaned page images, in the work folder."""
-    folder = settings.work_dir / "thumbs" / code
-    folder.mkdir(parents=True, exist_ok=True)
-    out = []
-    for page in record["pages"]:
-        source = page.get("image_path")
-        if not source or not Path(source).exists():
-            continue
-        target = folder / f"{page['page']:04d}.png"
-        if not target.exists():
-            with Image.open(source) as img:
-                img.thumbnail((size, size * 2))
-                img.convert("L").save(target)
-        out.append(target)
-    return out
+def thumbnails(settings: Settings, code: str, record: dict[str, Any]) -> dict[int, Path]:
+    """Small PNGs of each packaged page (page number -> file), made once from the archived PDF/A."""
+    pdf = settings.archive_dir / code / f"{code}.pdf"
+    return {n: page_png(settings.work_dir, record, pdf, n, "thumb") for n in packaged_pages(record)}

@@ -15,7 +15,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from pipeline.errors import AccessDenied, ConfigError
-from pipeline.security import Access, level_name, parse_clearance
+from pipeline.security import HIGHEST, Access, level_name, parse_clearance
 from pipeline.store import Store, UserRow
 
 ROLES = ("searcher", "qa", "admin")
@@ -121,6 +121,4 @@ def user_for_token(store: Store, token: str) -> Principal:
 
 def operator(name: str) -> Principal:
     """The person at the server's own command line: every level and fonds, no QA-held items."""
-    from pipeline.security import HIGHEST
-
     return Principal(name, "operator", HIGHEST, ())

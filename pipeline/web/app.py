@@ -24,7 +24,7 @@ from fastapi.templating import Jinja2Templates
 from pipeline import qa, watch
 from pipeline.errors import AccessDenied, CaptureError, IndexUnavailable, QueryError
 from pipeline.index.analysis import query_terms
-from pipeline.index.snippets import segments
+from pipeline.index.snippets import segments, split_at
 from pipeline.settings import Settings
 from pipeline.users import Principal, check_password, principal_of
 from pipeline.web.api import add_error_handlers, add_security_headers, api_router_app
@@ -221,12 +221,7 @@ def create_web_app(settings: Settings, svc: ArchiveService | None = None) -> Fas
                 raise WebError(503, "bad_request", str(exc)) from exc
         hits = []
         for hit in result.hits if result else []:
-            pieces: list[tuple[str, bool]] = []
-            at = 0
-            for start, end in hit.highlights:
-                pieces += [(hit.snippet[at:start], False), (hit.snippet[start:end], True)]
-                at = end
-            pieces.append((hit.snippet[at:], False))
+            pieces = split_at(hit.snippet, hit.highlights)
             link = f"/items/{hit.archive_code}?" + urlencode({"page": hit.page, "q": q})
             hits.append({"hit": hit, "pieces": pieces, "link": link})
 

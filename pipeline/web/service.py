@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +19,11 @@ from pipeline.index import SearchQuery, open_backend
 from pipeline.index.analysis import join_lines
 from pipeline.index.base import SearchBackend, SearchResult
 from pipeline.intake import validate_archive_code
-from pipeline.pageimages import Size, page_png
+from pipeline.pageimages import Size, packaged_pages, page_png
 from pipeline.process import RECORD_NAME
 from pipeline.security import fonds_of, rank
 from pipeline.settings import Settings
-from pipeline.store import Store
+from pipeline.store import ItemRow, Store
 from pipeline.users import Principal
 
 
@@ -91,7 +91,7 @@ class ArchiveService:
         if include_held and not who.is_qa:
             raise Forbidden("only QA staff may search items held for QA")
         if not include_held:
-            access = type(access)(access.clearance, access.fonds, see_held=False)
+            access = replace(access, see_held=False)
         query = SearchQuery(text, filters, access, limit=limit, offset=offset, cursor=cursor, facets=facets)
         try:
             result = self.index.search(query)
@@ -117,7 +117,10 @@ class ArchiveService:
             raise NotFound(f"no item {archive_code[:100]!r}") from exc
         return self.settings.archive_dir / archive_code
 
-    def _allowed_record(self, who: Principal, archive_code: str, action: str) -> tuple[dict[str, Any], Any]:
+    def _allowed_record(
+        self, who: Principal, archive_code: str, action: str
+    ) -> tuple[dict[str, Any], ItemRow, dict[str, Any]]:
+        """The item's record, state row and catalogue entry, if `who` may see it; NotFound otherwise."""
         folder = self._folder(archive_code)
         row = self.store.item(archive_code)
         record_path = folder / RECORD_NAME
@@ -126,16 +129,16 @@ class ArchiveService:
             raise NotFound(f"no item {archive_code!r}")
         record: dict[str, Any] = json.loads(record_path.read_text(encoding="utf-8"))
         entry = self.store.catalogue_entry(archive_code)
-        level = entry.security_level if entry else (record.get("catalogue") or {}).get("security_level", "")
+        catalogue = entry.to_dict() if entry else dict(record.get("catalogue") or {})
+        level = str(catalogue.get("security_level", ""))
         if not who.access.allows(rank(level), fonds_of(archive_code), row.visible):
             self.store.audit(who.username, f"{action}.refused", archive_code, {"why": "not permitted"})
             raise NotFound(f"no item {archive_code!r}")
-        return record, row
+        return record, row, catalogue
 
     def open_item(self, who: Principal, archive_code: str, via: str = "api") -> ItemView:
-        record, row = self._allowed_record(who, archive_code, "view")
-        entry = self.store.catalogue_entry(archive_code)
-        catalogue = entry.to_dict() if entry else dict(record.get("catalogue") or {})
+        record, row, catalogue = self._allowed_record(who, archive_code, "view")
+        in_pdf = set(packaged_pages(record))
         pages = [
             {
                 "page": p["page"],
@@ -147,7 +150,7 @@ class ArchiveService:
                 "skew_deg": p.get("skew_deg"),
                 "width": p.get("width"),
                 "height": p.get("height"),
-                "packaged": p.get("error") is None and bool(p.get("image_path")),
+                "packaged": p["page"] in in_pdf,
                 "error": p.get("error"),
             }
             for p in record["pages"]
@@ -173,7 +176,7 @@ class ArchiveService:
         return path
 
     def page_image(self, who: Principal, archive_code: str, page: int, size: Size, via: str = "api") -> Path:
-        record, _row = self._allowed_record(who, archive_code, "page")
+        record, _row, _catalogue = self._allowed_record(who, archive_code, "page")
         path = self._folder(archive_code) / f"{archive_code}.pdf"
         try:
             png = page_png(self.settings.work_dir, record, path, page, size)
