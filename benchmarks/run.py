@@ -26,7 +26,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -103,12 +103,14 @@ def write_catalogue(batch: Path, path: Path) -> None:
 # --------------------------------------------------------------------------- throughput
 
 
-def bare_engine(files: list[Path], workers: int, threads: int) -> tuple[float, float]:
+def bare_engine(
+    files: list[Path], workers: int, threads: int, runtime: Literal["openvino", "onnxruntime"] = "openvino"
+) -> tuple[float, float]:
     """Wall and CPU seconds for the default engine alone, with orientation and deskew."""
     from pipeline.ocr.rapid import RapidOcrEngine
     from pipeline.pages import list_pages, read_page
 
-    engines = [RapidOcrEngine(threads=threads) for _ in range(workers)]
+    engines = [RapidOcrEngine(threads=threads, runtime=runtime) for _ in range(workers)]
     sources = [s for f in files for s in list_pages(f.parent)[0] if s.path == f]
 
     def work(job: tuple[int, Any]) -> None:
@@ -183,6 +185,8 @@ def bench_throughput(work: Path, pages: int, quick: bool) -> dict[str, Any]:
     bare = {name: wall for name, (wall, _) in measured.items()}
     best_name, best = min(bare.items(), key=lambda kv: kv[1])
     best_cpu = measured[best_name][1]
+    # The same engine on the onnxruntime runtime (the default before OpenVINO), for the record.
+    onnx = None if quick else bare_engine(files, 2, 1, runtime="onnxruntime")
     run = pipeline_run(batch, work / "throughput-home")
     ocrmypdf = None if quick else run_ocrmypdf(files, work / "ocrmypdf-in.pdf", work / "ocrmypdf-out.pdf")
     ppm = lambda seconds: pages / seconds * 60  # noqa: E731
@@ -202,6 +206,12 @@ def bench_throughput(work: Path, pages: int, quick: bool) -> dict[str, Any]:
         "ratio_vs_bare_cpu": round(best_cpu / run["cpu_seconds"], 3),
         "target_ratio_vs_bare": 0.9,
     }
+    if onnx is not None:
+        result.update(
+            bare_onnxruntime_seconds=round(onnx[0], 1),
+            bare_onnxruntime_pages_per_min=round(ppm(onnx[0]), 1),
+            openvino_speedup_vs_onnxruntime=round(onnx[0] / best, 2),
+        )
     if ocrmypdf is not None:
         result.update(
             ocrmypdf_seconds=round(ocrmypdf, 1),
@@ -231,7 +241,9 @@ def _dev_pages(limit: int | None) -> list[dict[str, Any]]:
     return pages[:limit] if limit else pages
 
 
-def our_texts(pages: list[dict[str, Any]], engine: str, work: Path) -> dict[str, str]:
+def our_texts(
+    pages: list[dict[str, Any]], engine: str, work: Path, runtime: str = "openvino"
+) -> dict[str, str]:
     """Each dev page through the pipeline's own page step (orientation, deskew, OCR)."""
     from pipeline.index.analysis import join_lines
     from pipeline.models import PageSource
@@ -239,7 +251,10 @@ def our_texts(pages: list[dict[str, Any]], engine: str, work: Path) -> dict[str,
     from pipeline.process import engine_pool, process_page
     from pipeline.settings import Settings
 
-    settings = Settings(home=str(work / f"quality-{engine}"), ocr={"engine": engine})  # type: ignore[arg-type]
+    settings = Settings(
+        home=str(work / f"quality-{engine}-{runtime}"),
+        ocr={"engine": engine, "rapidocr_runtime": runtime},  # type: ignore[arg-type]
+    )
     cache = settings.work_dir / "pages"
     cache.mkdir(parents=True, exist_ok=True)
     pool = engine_pool(settings)
@@ -307,12 +322,17 @@ def bench_quality(work: Path, quick: bool) -> dict[str, Any]:
     pages = _dev_pages(2 if quick else None)
     _say(f"quality: {len(pages)} development pages")
     queries = recall_queries(pages, 3 if quick else 20)
-    systems: dict[str, dict[str, str] | None] = {"rapidocr": None, "tesseract": None, "ocrmypdf": None}
+    systems: dict[str, dict[str, str] | None] = dict.fromkeys(
+        ["rapidocr", "rapidocr_onnxruntime", "tesseract", "ocrmypdf"]
+    )
     timings: dict[str, float] = {}
-    for engine in ["rapidocr"] if quick else ["rapidocr", "tesseract"]:
+    runs = [("rapidocr", "rapidocr", "openvino")]
+    if not quick:
+        runs += [("rapidocr_onnxruntime", "rapidocr", "onnxruntime"), ("tesseract", "tesseract", "openvino")]
+    for name, engine, runtime in runs:
         started = time.perf_counter()
-        systems[engine] = our_texts(pages, engine, work)
-        timings[engine] = time.perf_counter() - started
+        systems[name] = our_texts(pages, engine, work, runtime)
+        timings[name] = time.perf_counter() - started
     if not quick:
         started = time.perf_counter()
         systems["ocrmypdf"] = ocrmypdf_texts(pages, work)
@@ -342,10 +362,10 @@ def bench_quality(work: Path, quick: bool) -> dict[str, Any]:
 
 def bench_memory(work: Path, quick: bool) -> dict[str, Any]:
     sizes = (1, 3) if quick else (50, 200)
-    result: dict[str, Any] = {"page_size": "A6 300 dpi (small pages keep a 200-page run short)"}
+    result: dict[str, Any] = {"page_size": "A4 300 dpi" if not quick else "A6 300 dpi (quick)"}
     for pages in sizes:
         batch = work / f"memory-{pages}"
-        make_batch(batch, pages, seed=pages, size_mm=(105, 148), per_item=10)
+        make_batch(batch, pages, seed=pages, size_mm=(105, 148) if quick else (210, 297), per_item=10)
         _say(f"memory: {pages} pages")
         run = pipeline_run(batch, work / f"memory-home-{pages}")
         result[f"{pages}_pages"] = {
@@ -546,6 +566,14 @@ def print_table(results: dict[str, Any]) -> None:
             str(t["ratio_vs_bare_wall"]),
             ">= 0.9",
         )
+        if "bare_onnxruntime_pages_per_min" in t:
+            table.add_row(
+                "bare engine pages/min, OpenVINO vs onnxruntime",
+                str(t["bare_pages_per_min"]),
+                f"{t['bare_onnxruntime_pages_per_min']} onnxruntime",
+                str(t["openvino_speedup_vs_onnxruntime"]),
+                "-",
+            )
         if "ocrmypdf_pages_per_min" in t:
             table.add_row(
                 "pages/min vs OCRmyPDF",
@@ -561,9 +589,13 @@ def print_table(results: dict[str, Any]) -> None:
             ours, other = q["rapidocr"].get(key), base.get(key)
             ratio = round(ours / other, 3) if ours is not None and other else "-"
             label = "ocrmypdf" if q.get("ocrmypdf") else "tesseract"
-            tess = q.get("tesseract", {}).get(key)
+            others = [
+                f"{name} {q[name][key]}"
+                for name in ("rapidocr_onnxruntime", "tesseract")
+                if label == "ocrmypdf" and key in q.get(name, {})
+            ]
             table.add_row(
-                key + (f" (tesseract {tess})" if tess is not None and label == "ocrmypdf" else ""),
+                key + (f" ({', '.join(others)})" if others else ""),
                 str(ours),
                 f"{other} {label}",
                 str(ratio),

@@ -287,6 +287,8 @@ def item_from_record(record: dict[str, Any], folder: Path) -> ItemResult:
 
 def software_versions() -> dict[str, str]:
     names = [
+        "rapidocr-openvino",
+        "openvino",
         "rapidocr-onnxruntime",
         "onnxruntime",
         "pytesseract",

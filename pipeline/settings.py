@@ -29,6 +29,8 @@ class ImagingSettings(BaseModel):
 
 class OcrSettings(BaseModel):
     engine: Literal["rapidocr", "tesseract"] = "rapidocr"
+    # Inference runtime for RapidOCR's PP-OCR models (the same ONNX files ship in both wheels).
+    rapidocr_runtime: Literal["openvino", "onnxruntime"] = "openvino"
     tesseract_languages: str = "chi_sim+chi_tra+eng"
     tesseract_psm: int = Field(3, ge=0, le=13)
     tesseract_timeout: float = Field(180, gt=0)

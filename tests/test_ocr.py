@@ -32,6 +32,20 @@ def test_rapidocr_reads_chinese_with_boxes_and_confidence(samples_module, rapid_
     assert first.char_boxes, "RapidOCR gives character boxes"
 
 
+def test_both_rapidocr_runtimes_read_the_same_text(samples_module, rapid_engine) -> None:  # type: ignore[no-untyped-def]
+    from pipeline.ocr.base import create_engine
+    from pipeline.settings import OcrSettings
+
+    assert rapid_engine.runtime == "openvino" and "openvino" in rapid_engine.version
+    onnx = create_engine(OcrSettings(rapidocr_runtime="onnxruntime"))
+    assert onnx.runtime == "onnxruntime"  # type: ignore[attr-defined]
+    image = _page(samples_module, script="trad")
+    ours, theirs = rapid_engine.recognise(image), onnx.recognise(image)
+    assert "保" in ours.text and ours.text == theirs.text
+    boxes = [v for line in ours.lines for v in line.box]
+    assert boxes == pytest.approx([v for line in theirs.lines for v in line.box], abs=2)
+
+
 def test_tesseract_reads_chinese(samples_module) -> None:  # type: ignore[no-untyped-def]
     engine = TesseractEngine()
     page = engine.recognise(_page(samples_module))

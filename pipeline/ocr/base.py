@@ -48,4 +48,8 @@ def create_engine(settings: OcrSettings) -> OcrEngine:
         )
     from pipeline.ocr.rapid import RapidOcrEngine
 
-    return RapidOcrEngine(threads=settings.engine_threads, min_confidence=settings.min_line_confidence)
+    return RapidOcrEngine(
+        threads=settings.engine_threads,
+        min_confidence=settings.min_line_confidence,
+        runtime=settings.rapidocr_runtime,
+    )

@@ -1,10 +1,11 @@
-"""RapidOCR (PP-OCR models shipped inside the rapidocr-onnxruntime wheel, loaded offline)."""
+"""RapidOCR: PP-OCR models shipped inside the wheel, run by OpenVINO (default) or onnxruntime, offline."""
 
 from __future__ import annotations
 
 import logging
 import threading
 from importlib.metadata import version
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -26,17 +27,31 @@ class RapidOcrEngine:
 
     name = "rapidocr"
 
-    def __init__(self, *, threads: int = 1, min_confidence: float = 0.5) -> None:
-        from rapidocr_onnxruntime import RapidOCR
+    def __init__(
+        self,
+        *,
+        threads: int = 1,
+        min_confidence: float = 0.5,
+        runtime: Literal["openvino", "onnxruntime"] = "openvino",
+    ) -> None:
+        if runtime == "openvino":
+            from rapidocr_openvino import RapidOCR as OpenVinoOCR
 
-        self._ocr = RapidOCR(
-            intra_op_num_threads=threads,
-            inter_op_num_threads=1,
-            text_score=min_confidence,
-            print_verbose=False,
-        )
+            self._ocr = OpenVinoOCR(
+                inference_num_threads=threads, text_score=min_confidence, print_verbose=False
+            )
+        else:
+            from rapidocr_onnxruntime import RapidOCR as OnnxOCR
+
+            self._ocr = OnnxOCR(
+                intra_op_num_threads=threads,
+                inter_op_num_threads=1,
+                text_score=min_confidence,
+                print_verbose=False,
+            )
         self._lock = threading.Lock()
-        self.version = version("rapidocr-onnxruntime")
+        self.runtime = runtime
+        self.version = f"{version('rapidocr-' + runtime)} ({runtime})"
 
     @staticmethod
     def _bgr(image: np.ndarray) -> np.ndarray:
