@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from pipeline.errors import CaptureError
+from pipeline.errors import CaptureError, ConfigError
 from pipeline.models import ItemResult, PageResult
 from pipeline.settings import Settings, load_settings
 
@@ -568,6 +568,10 @@ def reindex(
     finally:
         store.close()
     console.print(f"Re-indexed {outcome.items} items, {outcome.pages} pages ({index.name}).")
+    if outcome.caught_up:
+        console.print(
+            f"Indexed again after the switch, changed while the rebuild ran: {', '.join(outcome.caught_up)}"
+        )
     for folder, reason in outcome.skipped:
         err_console.print(f"  [yellow]skipped {folder}:[/] {reason}")
     for code, reason in outcome.still_pending:
@@ -665,6 +669,22 @@ def user_token(username: str, label: Annotated[str, typer.Option(help="What the 
     finally:
         store.close()
     sys.stdout.write(token + "\n")
+
+
+@user_app.command("unlock")
+def user_unlock(username: str) -> None:
+    """Let a user locked out by failed log-ins (web.max_failed_logins) try again at once."""
+    from pipeline.store import Store
+
+    settings = _settings()
+    store = Store(settings.state_url)
+    try:
+        if store.user(username) is None:
+            _fail(ConfigError(f"no user {username!r}"))
+        store.audit(_user(None) or "unknown", "user.unlock", username, {})
+    finally:
+        store.close()
+    console.print(f"{username} may log in again")
 
 
 @user_app.command("revoke")

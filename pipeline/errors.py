@@ -70,3 +70,7 @@ class IndexUnavailable(CaptureError):
 
 class AccessDenied(CaptureError):
     exit_code = 7
+
+
+class AccountLocked(AccessDenied):
+    """Too many failed log-ins in a short time; the account takes no password for a while."""

@@ -2,16 +2,20 @@
 
 Every package folder holds record.json (catalogue fields, per-page OCR lines); visibility to
 searchers comes from the state store (an item waiting for QA stays hidden). A full rebuild
-fills a new index and switches searchers to it in one step (`SearchBackend.rebuild`). Items
-whose indexing failed during a batch were marked in the state store; `reindex_pending`
-indexes them again and clears the marks that succeed.
+fills a new index and switches searchers to it in one step (`SearchBackend.rebuild`); a
+batch or a QA decision that wrote through the alias while the new index was filling wrote into
+the old one, so every item packaged or decided since the rebuild began is indexed once more
+after the switch. Items whose indexing failed during a batch were marked in the state store;
+`reindex_pending` indexes them again and clears the marks that succeed.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from pipeline.errors import IndexUnavailable
@@ -19,7 +23,7 @@ from pipeline.index.base import IndexItem, SearchBackend
 from pipeline.models import Verdict
 from pipeline.process import RECORD_NAME, index_document, item_from_record
 from pipeline.settings import Settings
-from pipeline.store import Store
+from pipeline.store import Store, now
 
 
 def index_or_mark(index: SearchBackend, store: Store, doc: IndexItem) -> str | None:
@@ -39,6 +43,7 @@ class ReindexOutcome:
     pages: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (folder, reason)
     still_pending: list[tuple[str, str]] = field(default_factory=list)  # (archive code, reason)
+    caught_up: list[str] = field(default_factory=list)  # changed while a rebuild ran, indexed again
 
 
 def package_folders(archive: Path) -> list[Path]:
@@ -67,6 +72,7 @@ def reindex_all(
     settings: Settings, index: SearchBackend, store: Store, tick: Callable[[str], None] | None = None
 ) -> ReindexOutcome:
     outcome = ReindexOutcome()
+    started_at, started = now(), time.time()
 
     def items() -> Iterator[IndexItem]:
         for folder in package_folders(settings.archive_dir):
@@ -83,7 +89,40 @@ def reindex_all(
     outcome.pages = index.rebuild(items())
     for code in [p.archive_code for p in store.index_pending()]:
         store.clear_index_pending(code)  # everything in the archive is in the new index
+    _catch_up(settings, index, store, outcome, started_at, started)
     return outcome
+
+
+def _catch_up(
+    settings: Settings,
+    index: SearchBackend,
+    store: Store,
+    outcome: ReindexOutcome,
+    started_at: datetime,
+    started: float,
+) -> None:
+    """Index again what changed while the rebuild ran (those writes went to the replaced index)."""
+    changed = set(store.items_changed_since(started_at))
+    for folder in package_folders(settings.archive_dir):
+        try:
+            if (folder / RECORD_NAME).stat().st_mtime >= started - 1:
+                changed.add(folder.name)
+        except OSError:
+            continue
+    for code in sorted(changed):
+        folder = settings.archive_dir / code
+        if not folder.is_dir():
+            continue
+        try:
+            doc = load_item(folder, store)
+        except ValueError as exc:
+            outcome.skipped.append((code, str(exc)))
+            continue
+        problem = index_or_mark(index, store, doc)
+        if problem:
+            outcome.still_pending.append((code, problem))
+        else:
+            outcome.caught_up.append(code)
 
 
 def reindex_pending(

@@ -85,6 +85,8 @@ class WebSettings(BaseModel):
     host: str = "127.0.0.1"  # this machine only, unless an office opens it deliberately
     port: int = Field(8080, ge=1, le=65535)
     session_minutes: int = Field(30, ge=1, le=24 * 60)  # web sessions end after this long idle
+    max_failed_logins: int = Field(5, ge=0, le=1000)  # then the account is locked; 0: never
+    lockout_minutes: int = Field(15, ge=1, le=7 * 24 * 60)
 
 
 class StateSettings(BaseModel):

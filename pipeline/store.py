@@ -21,9 +21,12 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    and_,
     create_engine,
     delete,
     event,
+    func,
+    or_,
     select,
     update,
 )
@@ -393,6 +396,11 @@ class Store:
         with self.session() as session:
             return list(session.scalars(select(ItemRow).order_by(ItemRow.archive_code)))
 
+    def items_changed_since(self, when: datetime) -> list[str]:
+        """Archive codes whose item row (package, verdict, visibility) changed at or after `when`."""
+        with self.session() as session:
+            return list(session.scalars(select(ItemRow.archive_code).where(ItemRow.updated_at >= when)))
+
     def findings(self, archive_code: str) -> list[FindingRow]:
         with self.session() as session:
             return list(session.scalars(select(FindingRow).where(FindingRow.archive_code == archive_code)))
@@ -449,6 +457,7 @@ class Store:
                 if item is not None:
                     item.qa_status = close_as
                     item.visible = _visible(close_as, item.pdf_sha256)
+                    item.updated_at = now()
             session.add(
                 AuditRow(
                     user=user,
@@ -536,6 +545,22 @@ class Store:
     def audit(self, user: str, action: str, target: str = "", details: dict[str, Any] | None = None) -> None:
         with self.session() as session:
             session.add(AuditRow(user=user, action=action, target=target, details=details))
+
+    def failed_logins(self, username: str, since: datetime) -> int:
+        """Failed log-ins of a user since `since` and since their last log-in, unlock or new password."""
+        resets = or_(
+            and_(AuditRow.user == username, AuditRow.action.in_(("login", "password.changed"))),
+            and_(AuditRow.target == username, AuditRow.action.in_(("user.save", "user.unlock"))),
+        )
+        with self.session() as session:
+            last_reset = session.scalar(select(func.max(AuditRow.id)).where(resets)) or 0
+            failed = select(func.count()).where(
+                AuditRow.user == username,
+                AuditRow.action == "login.failed",
+                AuditRow.at >= since,
+                AuditRow.id > last_reset,
+            )
+            return int(session.scalar(failed) or 0)
 
     def audit_log(self, action: str | None = None) -> list[AuditRow]:
         query = select(AuditRow).order_by(AuditRow.id)

@@ -10,13 +10,14 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
+from datetime import timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from pipeline.errors import AccessDenied, ConfigError
+from pipeline.errors import AccessDenied, AccountLocked, ConfigError
 from pipeline.security import HIGHEST, Access, level_name, parse_clearance
-from pipeline.store import Store, UserRow
+from pipeline.store import Store, UserRow, now
 
 ROLES = ("searcher", "qa", "admin")
 TOKEN_PREFIX = "cap_"
@@ -96,6 +97,39 @@ def check_password(store: Store, username: str, password: str) -> Principal:
     except (VerificationError, InvalidHashError) as exc:
         raise AccessDenied("wrong user name or password") from exc
     return principal_of(row)
+
+
+def log_in(
+    store: Store, username: str, password: str, *, max_failures: int, lockout_minutes: int, via: str
+) -> Principal:
+    """check_password with a lock-out: after `max_failures` failures within `lockout_minutes`
+    the account refuses every password until the window has passed or an admin unlocks it
+    (`capture user unlock`). Every attempt is audited."""
+    name = username.strip()[:100]
+    since = now() - timedelta(minutes=lockout_minutes)
+    if max_failures and store.failed_logins(name, since) >= max_failures:
+        _hasher.hash(password)  # the same work as a real check
+        store.audit(name, "login.locked", "", {"via": via})
+        raise AccountLocked(f"too many failed log-ins; try again in {lockout_minutes} minutes")
+    try:
+        who = check_password(store, name, password)
+    except AccessDenied:
+        store.audit(name, "login.failed", "", {"via": via})
+        raise
+    store.audit(who.username, "login", "", {"via": via})
+    return who
+
+
+def change_password(store: Store, username: str, current: str, new: str) -> None:
+    """A user's own password change: the current password first, then the new one (8+ chars)."""
+    check_password(store, username, current)
+    row = store.user(username)
+    if row is None:
+        raise AccessDenied("wrong user name or password")
+    save_user(
+        store, username, role=row.role, clearance=str(row.clearance), fonds=list(row.fonds), password=new
+    )
+    store.audit(username, "password.changed", username, {})
 
 
 def _digest(token: str) -> str:

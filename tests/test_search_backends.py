@@ -11,7 +11,7 @@ import pytest
 from pipeline.index.base import SearchQuery, open_backend
 from pipeline.models import ItemResult, PageResult
 from pipeline.progress import set_observer
-from pipeline.reindex import reindex_all, reindex_pending
+from pipeline.reindex import load_item, reindex_all, reindex_pending
 from pipeline.security import FULL_ACCESS, Access
 from pipeline.store import Store
 from tests.conftest import es_settings, make_settings
@@ -188,4 +188,48 @@ def test_reindex_command_rebuilds_from_the_archive(sample_run, osmem_clone, tmp_
         audit = store.audit_log("search")[-1]
         assert audit.target == "理赔申请" and audit.details and audit.details["backend"] == "elasticsearch"
     finally:
+        store.close()
+
+
+def test_changes_made_while_a_rebuild_runs_are_not_lost(sample_run, osmem_clone, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A batch and a QA decision write through the alias into the index being replaced."""
+    import json
+    import time
+
+    settings, _, _ = sample_run
+    home = _copy_home(settings, tmp_path)
+    es = es_settings(home, osmem_clone.url, stand_in=True)
+    store = Store(es.state_url)
+    first = sorted(p for p in es.archive_dir.iterdir() if not p.name.startswith("."))[0]
+    held = "SB02-2015-CB-D30-0004"
+    rebuilder, writer = open_backend(es), open_backend(es)  # writer: a batch running meanwhile
+    seen: list[str] = []
+
+    def meanwhile(code: str) -> None:
+        seen.append(code)
+        if len(seen) != 4:
+            return
+        # the first item was already read into the new index; a rescan of it lands now
+        record_path = first / "record.json"
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+        record["pages"][0]["lines"].append({"text": "重建期间补扫页", "box": [0, 0, 10, 10], "confidence": 1})
+        record_path.write_text(json.dumps(record, ensure_ascii=False), encoding="utf-8")
+        writer.index_item(load_item(first, store))
+        # and QA approves the held item
+        store.decide(held, "approve", "checked against the paper file", "qa1", close_as="approved")
+        writer.set_visible(held, True)
+
+    try:
+        reindex_all(es, writer, store)  # an index to replace, with the alias on it
+        outcome = reindex_all(es, rebuilder, store, tick=meanwhile)
+        assert outcome.items == 4 and sorted(outcome.caught_up) == sorted([first.name, held])
+        hits = rebuilder.search(SearchQuery("重建期间补扫页")).hits
+        assert [(h.archive_code, h.page) for h in hits] == [(first.name, 1)]
+        assert {h.archive_code for h in rebuilder.search(SearchQuery("参保登记")).hits} >= {held}
+        time.sleep(1.5)  # past the mtime slack (coarse timestamps on network shares)
+        again = reindex_all(es, rebuilder, store)  # nothing changed since: nothing to catch up
+        assert again.caught_up == [] and rebuilder.count_pages() == outcome.pages
+    finally:
+        rebuilder.close()
+        writer.close()
         store.close()

@@ -43,8 +43,8 @@ ARGS = [
 
 
 @pytest.fixture(scope="module")
-def site(sample_run, tmp_path_factory) -> Iterator[str]:  # type: ignore[no-untyped-def]
-    """A copy of the processed sample batch, with accounts and a hostile OCR line, behind `capture serve`."""
+def site_home(sample_run, tmp_path_factory):  # type: ignore[no-untyped-def]
+    """A copy of the processed sample batch, with accounts and a hostile OCR line."""
     settings, _, _ = sample_run
     home = tmp_path_factory.mktemp("web") / "home"
     shutil.copytree(settings.home_dir, home, ignore=shutil.ignore_patterns("prefect"))
@@ -58,12 +58,21 @@ def site(sample_run, tmp_path_factory) -> Iterator[str]:  # type: ignore[no-unty
         ("clerk", "searcher", "秘密"),
         ("low", "searcher", "公开"),
         ("checker", "qa", "绝密"),
+        ("locky", "searcher", "内部"),
+        ("changer", "searcher", "内部"),
     ):
         save_user(store, name, role=role, clearance=clearance, password=PASSWORD, display_name=f"{name} 测试")
     index = open_backend(local)
     reindex_all(local, index, store)
     index.close()
     store.close()
+    return home
+
+
+@pytest.fixture(scope="module")
+def site(site_home) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """The copy behind a real `capture serve`."""
+    home = site_home
     port = _free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "pipeline.cli", "serve", "--port", str(port)],
@@ -95,13 +104,13 @@ def browser() -> Iterator[object]:
         chromium.close()
 
 
-def log_in(browser, site: str, user: str, target: str = "/search"):  # type: ignore[no-untyped-def]
+def log_in(browser, site: str, user: str, target: str = "/search", password: str = PASSWORD):  # type: ignore[no-untyped-def]
     context = browser.new_context(viewport={"width": 1366, "height": 768}, locale="zh-CN")
     page = context.new_page()
     page.goto(site + target)
     assert "/login" in page.url
     page.fill("input[name=username]", user)
-    page.fill("input[name=password]", PASSWORD)
+    page.fill("input[name=password]", password)
     page.click("button[type=submit]")
     page.wait_for_load_state()
     return context, page
@@ -226,3 +235,69 @@ def test_sessions_expire() -> None:
     time.sleep(2.1)
     assert codec.load(cookie) == (None, True)
     assert codec.load(cookie[:-2] + "xx") == (None, False)
+
+
+def test_wrong_passwords_lock_the_account_until_an_admin_unlocks_it(browser, site, site_home) -> None:  # type: ignore[no-untyped-def]
+    context, page = log_in(browser, site, "locky", password="wrong password 1")
+    for attempt in range(2, 6):
+        assert page.get_by_role("alert").inner_text() == "用户名或密码错误"
+        page.fill("input[name=username]", "locky")
+        page.fill("input[name=password]", f"wrong password {attempt}")
+        page.click("button[type=submit]")
+        page.wait_for_load_state()
+    # the sixth try has the right password, and is still refused: the account is locked
+    page.fill("input[name=username]", "locky")
+    page.fill("input[name=password]", PASSWORD)
+    with page.expect_response(lambda r: r.url.endswith("/login") and r.request.method == "POST") as answer:
+        page.click("button[type=submit]")
+    assert answer.value.status == 429 and "/login" in page.url
+    assert "锁定" in page.get_by_role("alert").inner_text()
+    shot(page, "09-locked")
+    assert not [c for c in context.cookies() if c["name"] == "capture_session"]
+    context.close()
+    store = Store(make_settings(site_home).state_url)
+    try:
+        failed = [a for a in store.audit_log("login.failed") if a.user == "locky"]
+        locked = [a for a in store.audit_log("login.locked") if a.user == "locky"]
+        assert len(failed) == 5 and len(locked) == 1
+    finally:
+        store.close()
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "user", "unlock", "locky"],
+        env={**os.environ, "CAPTURE_HOME": str(site_home), "CAPTURE_USER": "admin1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    context, page = log_in(browser, site, "locky")
+    assert page.url.endswith("/search")
+    context.close()
+
+
+def test_a_user_changes_their_own_password(browser, site) -> None:  # type: ignore[no-untyped-def]
+    context, page = log_in(browser, site, "changer")
+    page.click("a.user")
+    assert page.url.endswith("/account") and "内部" in page.inner_text("main")
+
+    def change(current: str, new: str, repeat: str) -> None:
+        page.fill("input[name=current]", current)
+        page.fill("input[name=new]", new)
+        page.fill("input[name=repeat]", repeat)
+        page.click("form[action='/account/password'] button[type=submit]")
+        page.wait_for_load_state()
+
+    change("not my password", "a new secret 9", "a new secret 9")
+    assert page.get_by_role("alert").inner_text() == "当前密码不正确"
+    change(PASSWORD, "a new secret 9", "another secret 9")
+    assert page.get_by_role("alert").inner_text() == "两次输入的新密码不一致"
+    change(PASSWORD, "a new secret 9", "a new secret 9")
+    assert page.get_by_role("status").inner_text() == "密码已修改"
+    shot(page, "10-account")
+    context.close()
+    context, page = log_in(browser, site, "changer", password=PASSWORD)
+    assert "/login" in page.url and page.get_by_role("alert").inner_text() == "用户名或密码错误"
+    context.close()
+    context, page = log_in(browser, site, "changer", password="a new secret 9")
+    assert page.url.endswith("/search")
+    context.close()

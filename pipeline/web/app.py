@@ -22,11 +22,12 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from pipeline import qa, watch
-from pipeline.errors import AccessDenied, CaptureError, IndexUnavailable, QueryError
+from pipeline.errors import AccessDenied, AccountLocked, CaptureError, IndexUnavailable, QueryError
 from pipeline.index.analysis import query_terms
 from pipeline.index.snippets import segments, split_at
+from pipeline.security import level_name
 from pipeline.settings import Settings
-from pipeline.users import Principal, check_password, principal_of
+from pipeline.users import Principal, change_password, log_in, principal_of
 from pipeline.web.api import add_error_handlers, add_security_headers, api_router_app
 from pipeline.web.i18n import pick, translate
 from pipeline.web.service import ArchiveService, Forbidden, NotFound
@@ -106,6 +107,7 @@ def create_web_app(settings: Settings, svc: ArchiveService | None = None) -> Fas
                 "who": who,
                 "csrf": session.csrf if session else "",
                 "path": request.url.path,
+                "clearance_name": level_name,
                 **context,
             },
             status_code=status,
@@ -175,16 +177,28 @@ def create_web_app(settings: Settings, svc: ArchiveService | None = None) -> Fas
         if not cookie or not hmac.compare_digest(cookie, csrf):
             raise WebError(400, "bad_request", "the log-in form is out of date; reload the page")
         try:
-            who = check_password(service.store, username, password)
-        except AccessDenied:
-            service.store.audit(username[:100], "login.failed", "", {"via": "web"})
+            who = log_in(
+                service.store,
+                username,
+                password,
+                max_failures=settings.web.max_failed_logins,
+                lockout_minutes=settings.web.lockout_minutes,
+                via="web",
+            )
+        except AccessDenied as exc:
             nonce = secrets.token_urlsafe(24)
             response = render(
-                request, "login.html", None, 401, nonce=nonce, next=safe_next(next), failed=True
+                request,
+                "login.html",
+                None,
+                429 if isinstance(exc, AccountLocked) else 401,
+                nonce=nonce,
+                next=safe_next(next),
+                failed="login_locked" if isinstance(exc, AccountLocked) else "login_failed",
+                minutes=settings.web.lockout_minutes,
             )
             response.set_cookie(LOGIN_COOKIE, nonce, max_age=3600, httponly=True, samesite="strict")
             return response
-        service.store.audit(who.username, "login", "", {"via": "web"})
         response = RedirectResponse(safe_next(next), status_code=303)
         set_session(response, request, new_session(who.username))
         response.delete_cookie(LOGIN_COOKIE)
@@ -198,6 +212,35 @@ def create_web_app(settings: Settings, svc: ArchiveService | None = None) -> Fas
         response = RedirectResponse("/login", status_code=303)
         response.delete_cookie(COOKIE)
         return response
+
+    @app.get("/account", response_class=HTMLResponse, include_in_schema=False)
+    def account_page(request: Request, who: Viewer, done: int = 0) -> Response:
+        return render(request, "account.html", who, changed=bool(done))
+
+    @app.post("/account/password", include_in_schema=False)
+    def account_password(
+        request: Request,
+        who: Viewer,
+        csrf: Annotated[str, Form(max_length=100)],
+        current: Annotated[str, Form(max_length=1000)],
+        new: Annotated[str, Form(max_length=1000)],
+        repeat: Annotated[str, Form(max_length=1000)],
+    ) -> Response:
+        check_csrf(request, csrf)
+        problem = ""
+        if new != repeat:
+            problem = "password_mismatch"
+        elif len(new) < 8:
+            problem = "password_too_short"
+        else:
+            try:
+                change_password(service.store, who.username, current, new)
+            except AccessDenied:
+                service.store.audit(who.username, "password.refused", who.username, {"via": "web"})
+                problem = "current_password_wrong"
+        if problem:
+            return render(request, "account.html", who, 400, problem=problem)
+        return RedirectResponse("/account?done=1", status_code=303)
 
     # -- searchers --------------------------------------------------------------------------------
 
