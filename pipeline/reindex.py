@@ -12,7 +12,6 @@ after the switch. Items whose indexing failed during a batch were marked in the 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -72,7 +71,7 @@ def reindex_all(
     settings: Settings, index: SearchBackend, store: Store, tick: Callable[[str], None] | None = None
 ) -> ReindexOutcome:
     outcome = ReindexOutcome()
-    started_at, started = now(), time.time()
+    started = now()
 
     def items() -> Iterator[IndexItem]:
         for folder in package_folders(settings.archive_dir):
@@ -89,39 +88,41 @@ def reindex_all(
     outcome.pages = index.rebuild(items())
     for code in [p.archive_code for p in store.index_pending()]:
         store.clear_index_pending(code)  # everything in the archive is in the new index
-    _catch_up(settings, index, store, outcome, started_at, started)
+    _catch_up(settings, index, store, outcome, started)
     return outcome
 
 
+def _index_from_archive(
+    settings: Settings, index: SearchBackend, store: Store, code: str, outcome: ReindexOutcome
+) -> IndexItem | None:
+    """Index one package folder again; None when it was skipped or the index is away (in `outcome`)."""
+    try:
+        doc = load_item(settings.archive_dir / code, store)
+    except ValueError as exc:
+        outcome.skipped.append((code, str(exc)))
+        return None
+    problem = index_or_mark(index, store, doc)
+    if problem:
+        outcome.still_pending.append((code, problem))
+        return None
+    return doc
+
+
 def _catch_up(
-    settings: Settings,
-    index: SearchBackend,
-    store: Store,
-    outcome: ReindexOutcome,
-    started_at: datetime,
-    started: float,
+    settings: Settings, index: SearchBackend, store: Store, outcome: ReindexOutcome, started: datetime
 ) -> None:
     """Index again what changed while the rebuild ran (those writes went to the replaced index)."""
-    changed = set(store.items_changed_since(started_at))
+    changed = set(store.items_changed_since(started))
     for folder in package_folders(settings.archive_dir):
         try:
-            if (folder / RECORD_NAME).stat().st_mtime >= started - 1:
+            if (folder / RECORD_NAME).stat().st_mtime >= started.timestamp() - 1:
                 changed.add(folder.name)
         except OSError:
             continue
     for code in sorted(changed):
-        folder = settings.archive_dir / code
-        if not folder.is_dir():
-            continue
-        try:
-            doc = load_item(folder, store)
-        except ValueError as exc:
-            outcome.skipped.append((code, str(exc)))
-            continue
-        problem = index_or_mark(index, store, doc)
-        if problem:
-            outcome.still_pending.append((code, problem))
-        else:
+        if (settings.archive_dir / code).is_dir() and _index_from_archive(
+            settings, index, store, code, outcome
+        ):
             outcome.caught_up.append(code)
 
 
@@ -136,15 +137,11 @@ def reindex_pending(
             index.delete_item(code)  # superseded or withdrawn meanwhile: nothing to show
             store.clear_index_pending(code)
             continue
-        try:
-            doc = load_item(folder, store)
-        except ValueError as exc:
-            outcome.skipped.append((code, str(exc)))
+        doc = _index_from_archive(settings, index, store, code, outcome)
+        if doc is None:
+            if outcome.still_pending:
+                break  # the index is still away; the rest would fail the same way
             continue
-        problem = index_or_mark(index, store, doc)
-        if problem:
-            outcome.still_pending.append((code, problem))
-            break  # the index is still away; the rest would fail the same way
         outcome.items += 1
         outcome.pages += len(doc.pages)
         if tick:

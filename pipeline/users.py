@@ -21,6 +21,7 @@ from pipeline.store import Store, UserRow, now
 
 ROLES = ("searcher", "qa", "admin")
 TOKEN_PREFIX = "cap_"
+MIN_PASSWORD_LENGTH = 8
 _hasher = PasswordHasher()
 
 
@@ -71,8 +72,8 @@ def save_user(
         rank = parse_clearance(clearance)
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
-    if password is not None and len(password) < 8:
-        raise ConfigError("a password needs at least 8 characters")
+    if password is not None and len(password) < MIN_PASSWORD_LENGTH:
+        raise ConfigError(f"a password needs at least {MIN_PASSWORD_LENGTH} characters")
     existing = store.user(name)
     row = UserRow(
         username=name,
@@ -122,12 +123,9 @@ def log_in(
 
 def change_password(store: Store, username: str, current: str, new: str) -> None:
     """A user's own password change: the current password first, then the new one (8+ chars)."""
-    check_password(store, username, current)
-    row = store.user(username)
-    if row is None:
-        raise AccessDenied("wrong user name or password")
+    who = check_password(store, username, current)
     save_user(
-        store, username, role=row.role, clearance=str(row.clearance), fonds=list(row.fonds), password=new
+        store, who.username, role=who.role, clearance=str(who.clearance), fonds=list(who.fonds), password=new
     )
     store.audit(username, "password.changed", username, {})
 

@@ -27,7 +27,7 @@ from pipeline.index.analysis import query_terms
 from pipeline.index.snippets import segments, split_at
 from pipeline.security import level_name
 from pipeline.settings import Settings
-from pipeline.users import Principal, change_password, log_in, principal_of
+from pipeline.users import MIN_PASSWORD_LENGTH, Principal, change_password, log_in, principal_of
 from pipeline.web.api import add_error_handlers, add_security_headers, api_router_app
 from pipeline.web.i18n import pick, translate
 from pipeline.web.service import ArchiveService, Forbidden, NotFound
@@ -215,7 +215,7 @@ def create_web_app(settings: Settings, svc: ArchiveService | None = None) -> Fas
 
     @app.get("/account", response_class=HTMLResponse, include_in_schema=False)
     def account_page(request: Request, who: Viewer, done: int = 0) -> Response:
-        return render(request, "account.html", who, changed=bool(done))
+        return render(request, "account.html", who, changed=bool(done), min_length=MIN_PASSWORD_LENGTH)
 
     @app.post("/account/password", include_in_schema=False)
     def account_password(
@@ -230,7 +230,7 @@ def create_web_app(settings: Settings, svc: ArchiveService | None = None) -> Fas
         problem = ""
         if new != repeat:
             problem = "password_mismatch"
-        elif len(new) < 8:
+        elif len(new) < MIN_PASSWORD_LENGTH:
             problem = "password_too_short"
         else:
             try:
@@ -239,7 +239,7 @@ def create_web_app(settings: Settings, svc: ArchiveService | None = None) -> Fas
                 service.store.audit(who.username, "password.refused", who.username, {"via": "web"})
                 problem = "current_password_wrong"
         if problem:
-            return render(request, "account.html", who, 400, problem=problem)
+            return render(request, "account.html", who, 400, problem=problem, min_length=MIN_PASSWORD_LENGTH)
         return RedirectResponse("/account?done=1", status_code=303)
 
     # -- searchers --------------------------------------------------------------------------------
