@@ -14,18 +14,38 @@ from pathlib import Path
 from pipeline.errors import BatchError, UnsafeNameError
 
 # Letters (Latin or CJK), digits, and . _ - inside; no leading dot, no "..", at most 100 chars.
-_ARCHIVE_CODE = re.compile(r"^[0-9A-Za-z\u4e00-\u9fff][0-9A-Za-z\u4e00-\u9fff._\-]{0,99}$")
+# Always matched whole (re.fullmatch): `$` would also match before a trailing newline.
+_ARCHIVE_CODE = re.compile(r"[0-9A-Za-z\u4e00-\u9fff][0-9A-Za-z\u4e00-\u9fff._\-]{0,99}")
+ARCHIVE_CODE_MAX_CHARS = 100
+
+
+# Unicode's control characters (category Cc: C0, DEL, C1) and line/paragraph separators (Zl, Zp).
+_INVISIBLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def invisible_character(text: str) -> str | None:
+    """The first control character or Unicode line/paragraph separator in `text`, as U+XXXX."""
+    found = _INVISIBLE.search(text)
+    return None if found is None else f"U+{ord(found.group()):04X}"
 
 
 def validate_archive_code(code: str) -> str:
     """Return the code if it is safe to use as a file name; UnsafeNameError says why not."""
     if not code:
         raise UnsafeNameError("empty archive code")
-    if ".." in code or "/" in code or "\\" in code or "\x00" in code:
-        raise UnsafeNameError(f"archive code {code!r} contains a path separator or '..'")
-    if not _ARCHIVE_CODE.match(code):
+    shown = repr(code[:120])  # repr: a newline or an escape sequence is shown, never acted on
+    bad = invisible_character(code)
+    if bad:
+        raise UnsafeNameError(f"archive code {shown} contains a control character or line break ({bad})")
+    if ".." in code or "/" in code or "\\" in code:
+        raise UnsafeNameError(f"archive code {shown} contains a path separator or '..'")
+    if len(code) > ARCHIVE_CODE_MAX_CHARS:
         raise UnsafeNameError(
-            f"archive code {code!r} has characters outside letters, digits, '.', '_' and '-'"
+            f"archive code {shown} is {len(code)} characters long; at most {ARCHIVE_CODE_MAX_CHARS}"
+        )
+    if not _ARCHIVE_CODE.fullmatch(code):
+        raise UnsafeNameError(
+            f"archive code {shown} has characters outside letters, digits, '.', '_' and '-'"
         )
     return code
 

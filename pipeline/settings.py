@@ -1,33 +1,62 @@
-"""Settings: config/default.toml, then CAPTURE_CONFIG, then CAPTURE_* environment variables."""
+"""Settings: config/default.toml, then the CAPTURE_CONFIG file, then CAPTURE_* environment variables.
+
+Loading is strict: a key no model knows (in either file, at any depth, or in an environment
+variable CAPTURE_<SECTION>__<NAME>), a CAPTURE_CONFIG file that is missing or not TOML, and a
+value a field refuses are errors that name the key and where it came from (`load_settings`
+raises ConfigError, exit 2). A misspelled setting is never ignored. Files merge key by key: an
+overlay that sets only [ocr] workers keeps every other [ocr] key. Environment variables without
+"__" that are not settings (CAPTURE_USER, CAPTURE_ES_URL, CAPTURE_CONFIG...) are not read here.
+"""
 
 from __future__ import annotations
 
+import difflib
 import os
+import tomllib
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
-    TomlConfigSettingsSource,
+    SettingsError,
 )
+
+from pipeline.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "config" / "default.toml"
+ENV_PREFIX = "CAPTURE_"
+ENV_DELIMITER = "__"
+CONFIG_ENV = "CAPTURE_CONFIG"
+# Values of these keys are never repeated in an error message (they may hold a password).
+_UNSHOWN = {"password", "api_key", "url", "username"}
 
 
-class ImagingSettings(BaseModel):
+class Section(BaseModel):
+    """A settings section: a key it does not know is an error, never ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ImagingSettings(Section):
     default_dpi: int = Field(300, ge=50, le=2400)
     max_skew_deg: float = Field(10.0, gt=0, le=45)
     detect_orientation: bool = True
     crop_borders: bool = True
     blank_ink_ratio: float = Field(0.0001, ge=0, le=1)
     keep_work_images: bool = False
+    # Pages whose image header promises more pixels are refused with a finding, before decoding.
+    max_page_pixels: int = Field(36_000_000, ge=1_000_000, le=2_000_000_000)
+    # Source files larger than this are refused with a finding (not copied, not decoded).
+    max_file_mb: int = Field(1024, ge=1, le=1_000_000)
 
 
-class OcrSettings(BaseModel):
+class OcrSettings(Section):
     engine: Literal["rapidocr", "tesseract"] = "rapidocr"
     # Inference runtime for RapidOCR's PP-OCR models (the same ONNX files ship in both wheels).
     rapidocr_runtime: Literal["openvino", "onnxruntime"] = "openvino"
@@ -39,16 +68,16 @@ class OcrSettings(BaseModel):
     min_line_confidence: float = Field(0.5, ge=0, le=1)
 
 
-class VerifySettings(BaseModel):
+class VerifySettings(Section):
     min_dpi: int = Field(200, ge=1)
     min_page_confidence: float = Field(0.80, ge=0, le=1)
 
 
-class PackageSettings(BaseModel):
+class PackageSettings(Section):
     jpeg_quality: int = Field(90, ge=10, le=100)
 
 
-class ElasticsearchSettings(BaseModel):
+class ElasticsearchSettings(Section):
     """A real cluster: several hosts, HTTPS with a CA file, an API key or a user and password."""
 
     hosts: list[str] = ["http://127.0.0.1:9200"]
@@ -67,21 +96,23 @@ class ElasticsearchSettings(BaseModel):
     plain_json: bool = False
 
 
-class IndexSettings(BaseModel):
+class IndexSettings(Section):
     backend: Literal["sqlite", "elasticsearch"] = "sqlite"
     snippet_chars: int = Field(30, ge=5, le=500)
     elasticsearch: ElasticsearchSettings = ElasticsearchSettings()
 
 
-class WatchSettings(BaseModel):
+class WatchSettings(Section):
     folder: str = ""  # empty: <home>/watch
     poll_seconds: float = Field(5.0, gt=0)
     quiet_seconds: float = Field(30.0, ge=0)
     marker: str = "READY"
     stale_claim_seconds: float = Field(120.0, gt=0)
+    # Processes started on one batch (a process that died counts) before it is quarantined.
+    max_attempts: int = Field(3, ge=1, le=20)
 
 
-class WebSettings(BaseModel):
+class WebSettings(Section):
     host: str = "127.0.0.1"  # this machine only, unless an office opens it deliberately
     port: int = Field(8080, ge=1, le=65535)
     session_minutes: int = Field(30, ge=1, le=24 * 60)  # web sessions end after this long idle
@@ -89,7 +120,7 @@ class WebSettings(BaseModel):
     lockout_minutes: int = Field(15, ge=1, le=7 * 24 * 60)
 
 
-class StateSettings(BaseModel):
+class StateSettings(Section):
     url: str = ""  # empty: SQLite file in <home>; e.g. postgresql+psycopg://user@host/db
 
 
@@ -98,8 +129,8 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(
         env_prefix="CAPTURE_",
-        env_nested_delimiter="__",
-        extra="ignore",
+        env_nested_delimiter=ENV_DELIMITER,
+        extra="forbid",
     )
 
     home: str = ""
@@ -121,12 +152,9 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        files = [DEFAULT_CONFIG]
-        extra = os.environ.get("CAPTURE_CONFIG")
-        if extra:
-            files.append(Path(extra))
-        toml = TomlConfigSettingsSource(settings_cls, toml_file=files)
-        return (init_settings, env_settings, toml)
+        check_environment(os.environ)
+        files = _FileSettings(settings_cls, merged(config_layers()))
+        return (init_settings, env_settings, files)
 
     @property
     def home_dir(self) -> Path:
@@ -169,9 +197,221 @@ class Settings(BaseSettings):
         return self.home_dir / "prefect"
 
     def ensure_dirs(self) -> None:
-        for d in (self.home_dir, self.archive_dir, self.work_dir, self.reports_dir):
+        """Create the home folder, readable by its owner only, and its main folders."""
+        self.home_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if self.home_dir.stat().st_uid == os.getuid():
+            self.home_dir.chmod(0o700)
+        for d in (self.archive_dir, self.work_dir, self.reports_dir):
             d.mkdir(parents=True, exist_ok=True)
 
 
 def load_settings() -> Settings:
-    return Settings()
+    """The settings, checked; ConfigError (exit 2) names every wrong key and where it came from."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc)) from exc
+    except SettingsError as exc:  # e.g. an environment variable that should hold JSON (a list)
+        cause = f": {exc.__cause__}" if exc.__cause__ else ""
+        raise ConfigError(
+            f"settings: {exc}{cause} (an environment variable for a list or a whole section holds JSON, "
+            "e.g. CAPTURE_INDEX__ELASTICSEARCH__HOSTS='[\"https://es1:9200\"]')"
+        ) from exc
+
+
+# ------------------------------------------------------------------ files
+
+
+class _FileSettings(PydanticBaseSettingsSource):
+    """The TOML files, already read, checked and merged."""
+
+    def __init__(self, settings_cls: type[BaseSettings], data: dict[str, Any]) -> None:
+        super().__init__(settings_cls)
+        self._data = data
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return self._data
+
+
+def config_layers() -> list[tuple[str, dict[str, Any]]]:
+    """(where, data) for default.toml and the CAPTURE_CONFIG file, lowest precedence first.
+
+    Each file is checked against the models: an unknown key, at any depth, is a ConfigError
+    naming the file and the dotted key. A CAPTURE_CONFIG that names nothing readable is one too.
+    """
+    files: list[Path] = []
+    if DEFAULT_CONFIG.is_file():  # the models hold the same defaults (a test keeps them in step)
+        files.append(DEFAULT_CONFIG)
+    named = os.environ.get(CONFIG_ENV, "")
+    if named.strip():
+        path = Path(named).expanduser()
+        if not path.exists():
+            raise ConfigError(f"{CONFIG_ENV} names {named!r}, which does not exist")
+        if not path.is_file():
+            raise ConfigError(f"{CONFIG_ENV} names {named!r}, which is not a file")
+        files.append(path)
+    layers = []
+    problems: list[str] = []
+    for path in files:
+        data = _read_toml(path)
+        problems.extend(f"{path}: {problem}" for problem in unknown_keys(data, Settings))
+        layers.append((str(path), data))
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return layers
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not valid TOML: not UTF-8 text ({exc.reason} at byte {exc.start})"
+        ) from exc
+
+
+def merged(layers: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+    """The layers merged key by key (a later layer's table updates, not replaces, an earlier one)."""
+    result: dict[str, Any] = {}
+    for _, data in layers:
+        result = _deep_merge(result, data)
+    return result
+
+
+def _deep_merge(base: dict[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
+    result = dict(base)
+    for key, value in overlay.items():
+        if isinstance(value, Mapping) and isinstance(result.get(key), dict):
+            result[key] = _deep_merge(result[key], value)
+        else:
+            result[key] = value
+    return result
+
+
+def _section_model(field: FieldInfo) -> type[BaseModel] | None:
+    annotation = field.annotation
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return None
+
+
+def _suggestion(key: str, known: list[str]) -> str | None:
+    matches = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    return matches[0] if matches else None
+
+
+def unknown_keys(data: Mapping[str, Any], model: type[BaseModel], prefix: str = "") -> Iterator[str]:
+    """A message for every key of `data` (a TOML document or table) that `model` does not have."""
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        field = model.model_fields.get(key)
+        if field is None:
+            near = _suggestion(key, list(model.model_fields))
+            yield f"unknown setting '{dotted}'" + (f" (did you mean '{prefix}{near}'?)" if near else "")
+            continue
+        section = _section_model(field)
+        if section is not None and isinstance(value, Mapping):
+            yield from unknown_keys(value, section, f"{dotted}.")
+        elif section is not None:
+            yield f"'{dotted}' is a section ([{dotted}] with keys in it), not a single value"
+        elif isinstance(value, Mapping):
+            yield f"'{dotted}' is a single setting, not a section"
+
+
+# ------------------------------------------------------------------ environment
+
+
+def check_environment(environ: Mapping[str, str]) -> None:
+    """Every CAPTURE_..._..__.. variable must name a known section and key; ConfigError otherwise.
+
+    Variables without "__" are left alone: CAPTURE_HOME is the `home` setting, the others
+    (CAPTURE_CONFIG, CAPTURE_USER, CAPTURE_ES_URL, ...) are read by whoever needs them.
+    """
+    problems = [
+        problem
+        for name in sorted(environ)
+        if name.upper().startswith(ENV_PREFIX) and ENV_DELIMITER in name
+        for problem in [_environment_problem(name)]
+        if problem
+    ]
+    if problems:
+        raise ConfigError("\n".join(problems))
+
+
+def _environment_problem(name: str) -> str | None:
+    parts = name[len(ENV_PREFIX) :].lower().split(ENV_DELIMITER)
+    model: type[BaseModel] = Settings
+    for depth, part in enumerate(parts):
+        dotted = ".".join(parts[: depth + 1])
+        field = model.model_fields.get(part)
+        if field is None:
+            near = _suggestion(part, list(model.model_fields))
+            message = f"environment variable {name}: unknown setting '{dotted}'"
+            if near:
+                spelled = ENV_DELIMITER.join([*parts[:depth], near, *parts[depth + 1 :]]).upper()
+                message += f" (did you mean {ENV_PREFIX}{spelled}?)"
+            return message
+        if depth == len(parts) - 1:
+            return None
+        section = _section_model(field)
+        if section is None:
+            return f"environment variable {name}: '{dotted}' is a single setting, not a section"
+        model = section
+    return None
+
+
+# ------------------------------------------------------------------ messages
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line per problem: the dotted key, what is wrong, the value and where it came from."""
+    try:
+        layers = config_layers()
+    except ConfigError:
+        layers = []
+    lines = []
+    for error in exc.errors():
+        parts = [str(part) for part in error["loc"]]
+        dotted = ".".join(parts) or "settings"
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "unknown setting"
+        details = []
+        if error["type"] != "extra_forbidden" and not _UNSHOWN & set(parts):
+            details.append(f"value {_shown(error.get('input'))}")
+        origin = _origin(parts, layers, os.environ)
+        if origin:
+            details.append(f"from {origin}")
+        lines.append(f"{dotted}: {message}" + (f" ({', '.join(details)})" if details else ""))
+    return "\n".join(lines)
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _origin(parts: list[str], layers: list[tuple[str, dict[str, Any]]], environ: Mapping[str, str]) -> str:
+    """Where the value at `parts` came from: the environment variable, else the last file holding it."""
+    by_upper = {name.upper(): name for name in environ}
+    for depth in range(len(parts), 0, -1):
+        wanted = ENV_PREFIX + ENV_DELIMITER.join(parts[:depth]).upper()
+        if wanted in by_upper:
+            return f"environment variable {by_upper[wanted]}"
+    for where, data in reversed(layers):
+        node: Any = data
+        for part in parts:
+            if not isinstance(node, Mapping) or part not in node:
+                break
+            node = node[part]
+        else:
+            return where
+    return ""

@@ -17,8 +17,6 @@ its claim folder, which again exactly one watcher can do.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import os
@@ -31,13 +29,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pipeline.catalog import decode_csv
+from pipeline.catalog import HEADERS, MAX_FILE_BYTES, TableSpec, cell_problem, read_table
+from pipeline.errors import UnsafeNameError
+from pipeline.intake import invisible_character, validate_archive_code
 
 log = logging.getLogger(__name__)
 
 RESERVED = {"processing", "done", "quarantine"}
 MANIFEST_NAMES = ("batch.json", "batch.csv")
-_SAFE_BATCH_NAME = re.compile(r"^[0-9A-Za-z\u4e00-\u9fff][0-9A-Za-z\u4e00-\u9fff._\- ]{0,119}$")
+# Matched whole (re.fullmatch): `$` would also match before a trailing newline.
+_SAFE_BATCH_NAME = re.compile(r"[0-9A-Za-z\u4e00-\u9fff][0-9A-Za-z\u4e00-\u9fff._\- ]{0,119}")
 
 
 class ManifestError(ValueError):
@@ -85,9 +86,13 @@ def owner_id() -> str:
 
 
 def unsafe_name_reason(name: str) -> str | None:
+    """Why a dropped batch's name cannot be used (None when it can); the name is shown with repr."""
+    bad = invisible_character(name)
+    if bad:
+        return f"batch name {name[:140]!r} contains a control character or line break ({bad})"
     if ".." in name:
         return f"batch name {name!r} contains '..'"
-    if not _SAFE_BATCH_NAME.match(name):
+    if not _SAFE_BATCH_NAME.fullmatch(name):
         return f"batch name {name!r} has characters outside letters, digits, space, '.', '_' and '-'"
     return None
 
@@ -252,45 +257,101 @@ def _remove_claim_folder(taken: Claim) -> None:
 # ------------------------------------------------------------------ manifests
 
 
+# batch.csv: read by the catalogue's table reader, so it follows the same rules (any line
+# endings, one column per field, cell limits), with ManifestError instead of CatalogueError.
+MANIFEST_HEADERS: dict[str, tuple[str, ...]] = {
+    "archive_code": HEADERS["archive_code"],
+    "station": ("station", "扫描站"),
+    "operator": ("operator", "操作员"),
+    "scan_date": ("scan_date", "scan date", "扫描日期"),
+}
+MANIFEST_CSV = TableSpec(
+    MANIFEST_HEADERS,
+    required=("archive_code",),
+    need="档号 (archive_code) and one row per item",
+    error=ManifestError,
+)
+
+
 def read_manifest(batch_dir: Path) -> dict[str, Any] | None:
     """batch.json or batch.csv: station, operator, scan date and the archive codes expected.
 
     batch.json: {"station": ..., "operator": ..., "scan_date": ..., "items": ["档号", ...]}
     batch.csv: a header row with 档号/archive_code (and optionally station, operator, scan_date),
     then one row per expected item.
+
+    Raises only ManifestError (the watcher quarantines the batch with its message): a file that
+    cannot be read, a bad header, an unusable cell, a missing, unsafe or repeated archive code.
     """
     json_path, csv_path = batch_dir / "batch.json", batch_dir / "batch.csv"
     if json_path.exists():
-        try:
-            data = json.loads(json_path.read_bytes().decode("utf-8-sig"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ManifestError(f"batch.json is not valid JSON: {exc}") from exc
-        if not isinstance(data, dict):
-            raise ManifestError("batch.json must be a JSON object")
-        items = data.get("items", [])
-        if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
-            raise ManifestError("batch.json 'items' must be a list of archive codes")
-        return {
-            "station": str(data.get("station", "")),
-            "operator": str(data.get("operator", "")),
-            "scan_date": str(data.get("scan_date", "")),
-            "items": items,
-        }
+        return _json_manifest(json_path)
     if csv_path.exists():
-        try:
-            text = decode_csv(csv_path.read_bytes(), csv_path.name)
-        except Exception as exc:  # noqa: BLE001 - any unreadable manifest is a quarantine reason
-            raise ManifestError(str(exc)) from exc
-        rows = list(csv.DictReader(io.StringIO(text)))
-        if not rows or not any(k in rows[0] for k in ("档号", "archive_code")):
-            raise ManifestError("batch.csv needs a header row with 档号 or archive_code and one row per item")
-        first = rows[0]
-        return {
-            "station": first.get("station", ""),
-            "operator": first.get("operator", ""),
-            "scan_date": first.get("scan_date", ""),
-            "items": [
-                (r.get("档号") or r.get("archive_code") or "").strip() for r in rows if any(r.values())
-            ],
-        }
+        return _csv_manifest(csv_path)
     return None
+
+
+def _json_manifest(path: Path) -> dict[str, Any]:
+    try:
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise ManifestError(f"batch.json is larger than {MAX_FILE_BYTES // 2**20} MB")
+        data = json.loads(path.read_bytes().decode("utf-8-sig"))
+    except OSError as exc:
+        raise ManifestError(f"batch.json cannot be read ({exc.strerror or exc})") from exc
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ManifestError(f"batch.json is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ManifestError("batch.json must be a JSON object")
+    items = data.get("items", [])
+    if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+        raise ManifestError("batch.json 'items' must be a list of archive codes")
+    info: dict[str, Any] = {}
+    for key in ("station", "operator", "scan_date"):
+        value = data.get(key)
+        if value is None:
+            value = ""
+        if not isinstance(value, str | int | float) or isinstance(value, bool):
+            raise ManifestError(f"batch.json '{key}' must be text")
+        text = str(value).strip()
+        why = cell_problem(text)
+        if why:
+            raise ManifestError(f"batch.json '{key}' {why}")
+        info[key] = text
+    seen: dict[str, int] = {}
+    for number, code in enumerate(items, start=1):
+        _check_code(code, f"batch.json item {number}", seen, number, "item")
+    return {**info, "items": list(items)}
+
+
+def _csv_manifest(path: Path) -> dict[str, Any]:
+    table = read_table(path, MANIFEST_CSV)
+    items: list[str] = []
+    seen: dict[str, int] = {}
+    for row in table.rows:
+        where = f"batch.csv row {row.number}"
+        if row.problem:
+            raise ManifestError(f"{where}: {row.problem}")
+        code = row.values.get("archive_code", "")
+        _check_code(code, where, seen, row.number, "row")
+        items.append(code)
+    if not items:
+        raise ManifestError("batch.csv needs a header row with 档号 or archive_code and one row per item")
+    first = table.rows[0].values
+    return {
+        "station": first.get("station", ""),
+        "operator": first.get("operator", ""),
+        "scan_date": first.get("scan_date", ""),
+        "items": items,
+    }
+
+
+def _check_code(code: str, where: str, seen: dict[str, int], number: int, unit: str) -> None:
+    if not code:
+        raise ManifestError(f"{where}: no archive code (档号)")
+    try:
+        validate_archive_code(code)
+    except UnsafeNameError as exc:
+        raise ManifestError(f"{where}: {exc}") from exc
+    if code in seen:
+        raise ManifestError(f"{where}: archive code {code} is already {unit} {seen[code]}")
+    seen[code] = number
