@@ -107,16 +107,21 @@ def bare_engine(
     files: list[Path], workers: int, threads: int, runtime: Literal["openvino", "onnxruntime"] = "openvino"
 ) -> tuple[float, float]:
     """Wall and CPU seconds for the default engine alone, with orientation and deskew."""
+    import tempfile
+
     from pipeline.ocr.rapid import RapidOcrEngine
-    from pipeline.pages import list_pages, read_page
+    from pipeline.pages import read_page
+    from pipeline.process import plan_files
+    from pipeline.settings import Settings
 
     engines = [RapidOcrEngine(threads=threads, runtime=runtime) for _ in range(workers)]
-    sources = [s for f in files for s in list_pages(f.parent)[0] if s.path == f]
+    scratch = Settings(home=tempfile.mkdtemp(prefix="bench-bare-"))
+    sources, _ = plan_files(files, scratch)
 
     def work(job: tuple[int, Any]) -> None:
-        i, source = job
+        i, page = job
         engine = engines[i % workers]
-        loaded = read_page(source)
+        loaded = read_page(page.decode_source)
         cleaned = imaging.clean_page(loaded.pixels, loaded.dpi or 300, judges=(engine.judge_up_down,))
         if not cleaned.blank:
             engine.recognise(cleaned.image)
@@ -246,9 +251,7 @@ def our_texts(
 ) -> dict[str, str]:
     """Each dev page through the pipeline's own page step (orientation, deskew, OCR)."""
     from pipeline.index.analysis import join_lines
-    from pipeline.models import PageSource
-    from pipeline.pages import sha256_file
-    from pipeline.process import engine_pool, process_page
+    from pipeline.process import engine_pool, plan_files, process_page
     from pipeline.settings import Settings
 
     settings = Settings(
@@ -261,7 +264,8 @@ def our_texts(
 
     def one(page: dict[str, Any]) -> tuple[str, str]:
         path = DEV_SCANS / f"{page['id']}.jpg"
-        result = process_page(PageSource(path), 1, sha256_file(path), settings, pool, cache)
+        [planned], _ = plan_files([path], settings)
+        result = process_page(planned, 1, settings, pool, cache)
         return page["id"], join_lines([line.text for line in result.ocr.lines]) if result.ocr else ""
 
     with ThreadPoolExecutor(settings.ocr.workers) as executor:

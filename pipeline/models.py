@@ -55,6 +55,49 @@ class PageSource:
 
 
 @dataclass(frozen=True)
+class SourceSnapshot:
+    """A private copy of one source file, made once at planning: the only bytes ever decoded.
+
+    `sha256` is the hash of exactly these bytes (computed while copying); `size` and `mtime_ns`
+    are the original's at the time it was read, to notice a source changed during the run.
+    """
+
+    original: Path  # the file in the batch, named in records and findings
+    path: Path  # the copy in the work folder
+    sha256: str
+    size: int
+    mtime_ns: int
+    read_at: str  # ISO-8601 UTC time the copy was made
+    holder: str = ""  # the plan that holds the copy (released when its item is done)
+
+    @property
+    def name(self) -> str:
+        return self.original.name
+
+
+@dataclass(frozen=True)
+class PlannedPage:
+    """One page of an item: a frame of a source file, decoded only from the file's snapshot."""
+
+    snapshot: SourceSnapshot
+    frame: int = 0
+    kind: str = "image"  # "image", "tiff", "pdf"
+
+    @property
+    def name(self) -> str:
+        return self.snapshot.name
+
+    @property
+    def sha256(self) -> str:
+        return self.snapshot.sha256
+
+    @property
+    def decode_source(self) -> PageSource:
+        """What the decoder opens: the snapshot, never the original."""
+        return PageSource(self.snapshot.path, self.frame, self.kind)
+
+
+@dataclass(frozen=True)
 class OcrLine:
     text: str
     box: tuple[float, float, float, float]  # x0, y0, x1, y1 in cleaned-image pixels
@@ -123,6 +166,10 @@ class PageResult:
     height: int = 0
     ocr: OcrPage | None = None
     error: str | None = None
+    error_code: str | None = None  # finding code for the error, e.g. "page_too_large"
+    # The snapshot this page was read from (this run only; not stored): the package step checks
+    # that its original did not change during the run.
+    snapshot: SourceSnapshot | None = field(default=None, repr=False, compare=False)
 
     @property
     def readable(self) -> bool:

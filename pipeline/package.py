@@ -9,6 +9,8 @@ extractors insert no spaces between Chinese characters.
 from __future__ import annotations
 
 import io
+import os
+import uuid
 import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -225,16 +227,21 @@ def save_pdfa(pdf: Pdf, path: Path) -> PackageOutcome:
 
 
 def encode_page_image(pixels: np.ndarray, image_format: str, path_stem: Path, jpeg_quality: int) -> Path:
-    """Write a cleaned page for packaging: JPEG stays JPEG, everything else lossless PNG."""
+    """Write a cleaned page for packaging: JPEG stays JPEG, everything else lossless PNG.
+
+    Written under a temporary name and renamed into place, so a process killed mid-write never
+    leaves a truncated image that a later run would take from the cache and archive."""
     img = Image.fromarray(pixels)
+    buffer = io.BytesIO()
     if image_format == "jpeg":
         path = path_stem.with_suffix(".jpg")
-        buffer = io.BytesIO()
         img.save(buffer, "JPEG", quality=jpeg_quality, optimize=True)
-        path.write_bytes(buffer.getvalue())
-        return path
-    path = path_stem.with_suffix(".png")
-    if image_format == "bilevel":
-        img = img.convert("L").point(lambda v: 255 if v >= 128 else 0).convert("1")
-    img.save(path, "PNG", compress_level=1)
+    else:
+        path = path_stem.with_suffix(".png")
+        if image_format == "bilevel":
+            img = img.convert("L").point(lambda v: 255 if v >= 128 else 0).convert("1")
+        img.save(buffer, "PNG", compress_level=1)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    tmp.write_bytes(buffer.getvalue())
+    os.replace(tmp, path)
     return path

@@ -1,7 +1,9 @@
 """The work on one page and one item, as plain functions the flow wraps in tasks.
 
-Every result is keyed by the SHA-256 of the source file plus the settings that shape it, so a
-re-run (or a run after a crash) redoes nothing that was finished.
+Planning copies each source file once into a private snapshot (pipeline.pages); every page is
+decoded from its snapshot, so the SHA-256 in the record is the hash of exactly the bytes
+archived. Every page result is keyed by that hash plus the settings that shape it, so a re-run
+(or a run after a crash) redoes nothing that was finished.
 """
 
 from __future__ import annotations
@@ -13,15 +15,16 @@ import os
 import queue
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 from pipeline import __version__, imaging, package, verify
-from pipeline.errors import PageReadError
+from pipeline.errors import PageReadError, PageTooLarge
 from pipeline.index.base import IndexItem, IndexPage
 from pipeline.models import (
     CatalogueEntry,
@@ -30,12 +33,23 @@ from pipeline.models import (
     OcrLine,
     OcrPage,
     PageResult,
-    PageSource,
+    PlannedPage,
     Severity,
+    SourceSnapshot,
     Verdict,
 )
 from pipeline.ocr import OcrEngine, create_engine
-from pipeline.pages import FileProblem, LoadedPage, list_pages, read_page, sha256_file
+from pipeline.pages import (
+    FileProblem,
+    LoadedPage,
+    expand,
+    list_files,
+    natural_key,
+    read_page,
+    release_snapshots,
+    sha256_file,
+    snapshot_area,
+)
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -46,7 +60,7 @@ MANIFEST_NAME = "manifest-sha256.txt"
 def settings_fingerprint(settings: Settings) -> str:
     """Hash of the settings that shape page and package results."""
     shaping = {
-        "imaging": settings.imaging.model_dump(exclude={"keep_work_images"}),
+        "imaging": settings.imaging.model_dump(exclude={"keep_work_images", "max_file_mb"}),
         "ocr": settings.ocr.model_dump(exclude={"workers", "tesseract_timeout"}),
         "package": settings.package.model_dump(),
         "version": __version__,
@@ -112,6 +126,7 @@ def _page_to_json(page: PageResult) -> dict[str, Any]:
         image_path=page.image_path,
         image_format=page.image_format,
         error=page.error,
+        error_code=page.error_code,
         engine=page.ocr.engine if page.ocr else None,
         lines=[
             {"text": ln.text, "box": list(ln.box), "confidence": round(ln.confidence, 4)}
@@ -144,6 +159,7 @@ def _page_from_json(data: dict[str, Any]) -> PageResult:
         height=data["height"],
         ocr=ocr,
         error=data["error"],
+        error_code=data.get("error_code"),
     )
 
 
@@ -153,30 +169,63 @@ def _write_json_atomic(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+def _as_requested(result: PageResult, page: PlannedPage, seq: int) -> PageResult:
+    """A result named after the page asked for: its place, its file, its frame, its snapshot.
+
+    Identical bytes in two files (or two items) share one cached result; who made it first
+    must not show through.
+    """
+    return replace(
+        result,
+        seq=seq,
+        source=page.name,
+        frame=page.frame,
+        source_sha256=page.sha256,
+        snapshot=page.snapshot,
+    )
+
+
+def _cached_page(path: Path) -> PageResult | None:
+    try:
+        result = _page_from_json(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if result.error or (result.image_path and Path(result.image_path).exists()):
+        return result
+    return None
+
+
 def process_page(
-    source: PageSource,
+    page: PlannedPage,
     seq: int,
-    source_sha256: str,
     settings: Settings,
     pool: EnginePool,
     cache_dir: Path,
 ) -> PageResult:
-    """Read, clean and OCR one page, or take the cached result for the same bytes and settings."""
-    key = page_key(source_sha256, source.frame, settings_fingerprint(settings))
+    """Read, clean and OCR one page from its snapshot, or take the cached result for the same
+    bytes (the snapshot's SHA-256), frame and settings."""
+    key = page_key(page.sha256, page.frame, settings_fingerprint(settings))
     cached = cache_dir / f"{key}_page.json"
-    if cached.exists():
-        result = _page_from_json(json.loads(cached.read_text(encoding="utf-8")))
-        if result.error or (result.image_path and Path(result.image_path).exists()):
-            result.seq = seq
-            return result
-    result = PageResult(seq=seq, source=source.path.name, frame=source.frame, source_sha256=source_sha256)
-    try:
-        loaded = read_page(source)
-    except PageReadError as exc:
-        result.error = str(exc)
-        _write_json_atomic(cached, _page_to_json(result))
+    hit = _cached_page(cached)
+    if hit is not None:
+        return _as_requested(hit, page, seq)
+    result = _as_requested(PageResult(seq=seq, source="", frame=0, source_sha256=""), page, seq)
+    if not page.snapshot.path.is_file():
+        # says nothing about the bytes, so it is not cached under their hash
+        result.error = "its private copy in the work folder is gone (was the work folder cleaned?)"
         return result
     imaging_settings = settings.imaging
+    try:
+        loaded = read_page(
+            page.decode_source,
+            max_pixels=imaging_settings.max_page_pixels,
+            default_dpi=imaging_settings.default_dpi,
+        )
+    except PageReadError as exc:
+        result.error = str(exc)
+        result.error_code = "page_too_large" if isinstance(exc, PageTooLarge) else "unreadable_file"
+        _write_json_atomic(cached, _page_to_json(result))
+        return result
     result.dpi = loaded.dpi or imaging_settings.default_dpi
     result.dpi_assumed = loaded.dpi is None
     result.image_format = _image_format(loaded)
@@ -218,26 +267,51 @@ def _image_format(loaded: LoadedPage) -> str:
 # ---------------------------------------------------------------- items
 
 
-def plan_item(item_dir: Path) -> tuple[list[tuple[PageSource, str]], list[FileProblem]]:
-    """The item's pages with the SHA-256 of each source file, and the files that are not pages."""
-    sources, problems = list_pages(item_dir)
-    digests: dict[Path, str] = {}
-    planned = []
-    for source in sources:
-        if source.path not in digests:
-            digests[source.path] = sha256_file(source.path)
-        planned.append((source, digests[source.path]))
+def plan_item(item_dir: Path, settings: Settings) -> tuple[list[PlannedPage], list[FileProblem]]:
+    """The item's pages, each to be read from a snapshot of its file made now, and the files that
+    are not pages (unreadable, unsupported, links, over `imaging.max_file_mb`...).
+
+    The snapshots are held until `release_snapshots(pages)` (the item is done) or the process ends.
+    """
+    files, problems = list_files(item_dir, settings.imaging.max_file_mb << 20)
+    planned, unreadable = plan_files(files, settings)
+    problems = sorted(problems + unreadable, key=lambda p: natural_key(p.file))
+    return planned, problems
+
+
+def plan_files(files: Sequence[Path], settings: Settings) -> tuple[list[PlannedPage], list[FileProblem]]:
+    """Snapshot these files (hashing while copying) and count their pages from the snapshots."""
+    area = snapshot_area(settings.work_dir)
+    max_bytes = settings.imaging.max_file_mb << 20
+    holder = uuid.uuid4().hex
+    planned: list[PlannedPage] = []
+    problems: list[FileProblem] = []
+    for path in files:
+        try:
+            snapshot = area.add(path, max_bytes, holder)
+        except PageReadError as exc:
+            problems.append(FileProblem(path.name, str(exc)))
+            continue
+        except OSError as exc:
+            problems.append(FileProblem(path.name, f"cannot be read ({exc.strerror or exc})"))
+            continue
+        try:
+            planned.extend(expand(snapshot))
+        except PageReadError as exc:
+            problems.append(FileProblem(path.name, str(exc)))
+            release_snapshots([snapshot])
     return planned, problems
 
 
 def item_input_key(
-    planned: list[tuple[PageSource, str]],
+    planned: Sequence[PlannedPage],
     problems: list[FileProblem],
     entry: CatalogueEntry | None,
     settings: Settings,
     expected: bool | None = None,
 ) -> str:
-    parts = [f"{s.path.name}:{s.frame}:{d}" for s, d in planned]
+    # the hashes of the snapshots: exactly the bytes the pages are decoded (and archived) from
+    parts = [f"{p.name}:{p.frame}:{p.sha256}" for p in planned]
     parts += [f"problem:{p.file}:{p.reason}" for p in problems]
     parts.append(json.dumps(entry.to_dict() if entry else None, sort_keys=True, ensure_ascii=False))
     parts.append(json.dumps(settings.verify.model_dump(), sort_keys=True))
@@ -325,6 +399,7 @@ def package_item(
     item = ItemResult(archive_code, entry, pages=sorted(pages, key=lambda p: p.seq))
     item.findings = (
         verify.check_files(file_problems)
+        + verify.check_sources(_snapshots_of(item.pages))
         + verify.check_pages(item.pages, settings.verify)
         + verify.check_catalogue(archive_code, entry, item.pages)
         + verify.check_manifest(archive_code, expected)
@@ -380,6 +455,15 @@ def package_item(
     item.pdf_path = str(final / f"{archive_code}.pdf")
     item.record_path = str(final / RECORD_NAME)
     return item
+
+
+def _snapshots_of(pages: Iterable[PageResult]) -> list[SourceSnapshot]:
+    """Each source file's snapshot once, in page order."""
+    seen: dict[Path, SourceSnapshot] = {}
+    for page in pages:
+        if page.snapshot is not None:
+            seen.setdefault(page.snapshot.original, page.snapshot)
+    return list(seen.values())
 
 
 def build_record(

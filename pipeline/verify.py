@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from pipeline.models import CatalogueEntry, Finding, PageResult, Severity, Verdict
-from pipeline.pages import FileProblem
+from pipeline.models import CatalogueEntry, Finding, PageResult, Severity, SourceSnapshot, Verdict
+from pipeline.pages import FileProblem, source_change
 from pipeline.settings import VerifySettings
 
 
@@ -16,10 +16,10 @@ def check_pages(pages: Iterable[PageResult], settings: VerifySettings) -> list[F
     findings: list[Finding] = []
     for page in pages:
         if page.error:
+            # page_too_large: the message names the file, its pixel size, the limit and the setting
+            code = page.error_code if page.error_code == "page_too_large" else "unreadable_file"
             findings.append(
-                Finding(
-                    "unreadable_file", f"{page.source}: {page.error}", Severity.ERROR, page.seq, page.source
-                )
+                Finding(code, f"{page.source}: {page.error}", Severity.ERROR, page.seq, page.source)
             )
             continue
         if page.blank:
@@ -73,6 +73,25 @@ def check_pages(pages: Iterable[PageResult], settings: VerifySettings) -> list[F
                     Severity.WARNING,
                     page.seq,
                     page.source,
+                )
+            )
+    return findings
+
+
+def check_sources(snapshots: Iterable[SourceSnapshot]) -> list[Finding]:
+    """A source file that changed while the batch ran: the archive holds the version read."""
+    findings = []
+    for snap in snapshots:
+        change = source_change(snap)
+        if change is not None:
+            findings.append(
+                Finding(
+                    "source_changed",
+                    f"{snap.name} changed during the run ({change}); the archived page is the version "
+                    f"read at {snap.read_at} with SHA-256 {snap.sha256}",
+                    Severity.WARNING,
+                    None,
+                    snap.name,
                 )
             )
     return findings

@@ -68,11 +68,21 @@ def test_osd_never_fails_the_page_on_traditional_text(samples_module) -> None:  
 
 def test_engine_threads_do_not_touch_the_parent_environment() -> None:
     import os
+    import subprocess
+
+    import pytesseract
+
+    from pipeline.ocr.tesseract import ChildEnviron, _run
 
     before = os.environ.get("OMP_THREAD_LIMIT")
     TesseractEngine(threads=1)
-    from pipeline.ocr.tesseract import tesseract_command
+    assert isinstance(pytesseract.pytesseract.environ, ChildEnviron)  # what tesseract is started with
 
-    wrapper = tesseract_command(1)
-    assert "OMP_THREAD_LIMIT=1" in open(wrapper).read()
+    def child_sees(**_: object) -> str:
+        env = pytesseract.pytesseract.environ
+        return subprocess.run(
+            ["sh", "-c", "echo $OMP_THREAD_LIMIT"], env=env, capture_output=True, text=True
+        ).stdout
+
+    assert _run(child_sees, timeout=5, threads=2).strip() == "2"
     assert os.environ.get("OMP_THREAD_LIMIT") == before

@@ -1,17 +1,19 @@
 """Tesseract through pytesseract: the second OCR engine and orientation detection (OSD).
 
-Tesseract's own OpenMP threading is limited for its child process only, through a small
-wrapper command; the parent's environment is never changed.
+Tesseract's own OpenMP threading is limited for its child process only: pytesseract starts every
+tesseract with `env=pytesseract.pytesseract.environ`, and that name is replaced here by a view
+of os.environ that adds OMP_THREAD_LIMIT (see `ChildEnviron`). Our own environment is never
+changed and no file is written for it; the only files are pytesseract's temporary image and
+output files, in `tempfile.gettempdir()` (pipeline.tempfiles points it into CAPTURE_HOME).
 """
 
 from __future__ import annotations
 
+import contextvars
 import logging
+import os
 import shutil
-import stat
-import tempfile
-import threading
-from pathlib import Path
+from collections.abc import Iterator, Mapping
 
 import cv2
 import numpy as np
@@ -22,30 +24,51 @@ from pipeline.models import OcrLine, OcrPage
 from pipeline.ocr.base import normalise_text
 
 log = logging.getLogger(__name__)
-_wrapper_lock = threading.Lock()
-_wrappers: dict[int, str] = {}
+
+THREAD_VARIABLE = "OMP_THREAD_LIMIT"
+# OpenMP threads for the tesseract started by this thread (or task) right now; 1 outside _run.
+_threads: contextvars.ContextVar[int] = contextvars.ContextVar("tesseract_threads", default=1)
 
 
-def tesseract_command(threads: int) -> str:
-    """A wrapper that runs the real tesseract with OMP_THREAD_LIMIT set for that child only."""
-    with _wrapper_lock:
-        if threads in _wrappers:
-            return _wrappers[threads]
-        real = shutil.which("tesseract")
-        if real is None:
-            raise OcrError("tesseract is not installed (apt-get install tesseract-ocr)")
-        folder = Path(tempfile.gettempdir()) / "archive-capture"
-        folder.mkdir(exist_ok=True)
-        wrapper = folder / f"tesseract-omp{threads}"
-        wrapper.write_text(f'#!/bin/sh\nOMP_THREAD_LIMIT={threads} exec "{real}" "$@"\n')
-        wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-        _wrappers[threads] = str(wrapper)
-        return str(wrapper)
+class ChildEnviron(Mapping[str, str]):
+    """The environment pytesseract gives each tesseract child: os.environ as it is at that moment,
+    plus OMP_THREAD_LIMIT for the engine making the call.
+
+    A shim, like the OpenVINO one in pipeline.ocr.rapid: pytesseract passes its module-level
+    `environ` (os.environ, bound at import) as `env=` to subprocess, with no other way to give
+    one child one variable. subprocess only iterates the mapping, so a read-only view suffices;
+    the thread count comes from a context variable, so two engines with different settings in
+    two threads each start their own tesseract with their own limit.
+    """
+
+    def __getitem__(self, key: str) -> str:
+        if key == THREAD_VARIABLE:
+            return str(_threads.get())
+        return os.environ[key]
+
+    def __iter__(self) -> Iterator[str]:
+        yield from (k for k in os.environ if k != THREAD_VARIABLE)
+        yield THREAD_VARIABLE
+
+    def __len__(self) -> int:
+        return len(os.environ) + (THREAD_VARIABLE not in os.environ)
+
+
+def install_child_environ() -> None:
+    """Make pytesseract start tesseract with `ChildEnviron` (idempotent)."""
+    if not isinstance(pytesseract.pytesseract.environ, ChildEnviron):
+        pytesseract.pytesseract.environ = ChildEnviron()
+
+
+install_child_environ()
 
 
 def _run(func, *args, timeout: float, threads: int, **kwargs):  # type: ignore[no-untyped-def]
-    """Call a pytesseract function with our wrapper; translate its errors at this boundary."""
-    pytesseract.pytesseract.tesseract_cmd = tesseract_command(threads)
+    """Call a pytesseract function with `threads` OpenMP threads; translate its errors here."""
+    if shutil.which(pytesseract.pytesseract.tesseract_cmd) is None:
+        raise OcrError("tesseract is not installed (apt-get install tesseract-ocr)")
+    install_child_environ()
+    token = _threads.set(threads)
     try:
         return func(*args, timeout=timeout, **kwargs)
     except RuntimeError as exc:  # pytesseract raises RuntimeError on timeout
@@ -54,6 +77,8 @@ def _run(func, *args, timeout: float, threads: int, **kwargs):  # type: ignore[n
         raise OcrError(f"tesseract failed: {exc}") from exc
     except pytesseract.TesseractError as exc:
         raise OcrError(f"tesseract failed: {exc.message}") from exc
+    finally:
+        _threads.reset(token)
 
 
 def prepare_for_tesseract(gray: np.ndarray) -> np.ndarray:
