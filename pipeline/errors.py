@@ -1,31 +1,50 @@
-"""One exception tree for Archive Capture; the CLI maps it to messages and exit codes.
+"""One exception tree for Archive Capture; the CLI and the HTTP API each map it in one place.
 
-    CaptureError (exit 1)
-     ├── ConfigError (exit 2)          settings or a command-line value are wrong
-     ├── CatalogueError (exit 3)       a catalogue file cannot be read at all
-     ├── BatchError (exit 4)           a batch folder is missing, not a folder, or empty
-     │    └── UnsafeNameError          a name from outside would escape its folder
-     ├── PageReadError                 one page file cannot be decoded (becomes a finding)
-     ├── OcrError                      an OCR engine failed on a page
-     │    └── OcrTimeoutError          it ran out of time (transient: retried)
-     ├── PackageError                  an item's PDF/A could not be written
-     ├── QueryError (exit 2)           a search request is unusable (too long, bad cursor...)
-     ├── IndexUnavailable (exit 6)     the search backend is unreachable after retries
-     └── AccessDenied (exit 7)         unknown user, wrong token or password, too low a clearance
+    exception                       exit  HTTP  meaning
+    CaptureError                      1   500   anything else that stopped a command
+     ├── ConfigError                  2   500   settings or a command-line value are wrong
+     ├── QueryError                   2   400   a search request is unusable (too long, bad cursor...)
+     ├── CatalogueError               3    -    a catalogue file cannot be read, or rows were rejected
+     ├── BatchError                   4    -    a batch folder is missing, not a folder, or empty
+     │    ├── UnsafeNameError         4    -    a name from outside would escape its folder
+     │    └── BatchDied               4    -    the process running a batch died, every attempt
+     ├── QaError                      5   400   a QA decision cannot be made (no open case, no reason)
+     ├── IndexUnavailable             6   503   the search backend is unreachable after retries
+     ├── AccessDenied                 7   401   unknown user, wrong token or password, ended session
+     │    ├── AccountLocked           7   429   too many failed password checks; locked for a while
+     │    └── Forbidden               7   403   the role does not allow the request at all
+     ├── NotFound                     9   404   no such item, or none this user may reach (same answer)
+     ├── AuditChainBroken            10    -    `capture audit-log verify` found a changed or missing row
+     ├── PageReadError                -    -    one page file cannot be decoded (becomes a finding)
+     │    └── PageTooLarge            -    -    its header promises more pixels than allowed (a finding)
+     ├── OcrError                     -    -    an OCR engine failed on a page (a finding)
+     │    └── OcrTimeoutError         -    -    it ran out of time (transient: retried)
+     └── PackageError                 -    -    an item's PDF/A could not be written (a finding)
 
-Bad rows, unreadable pages and PDF/A validation failures inside a batch are not raised
-to the user: they become findings on the item, and the batch goes on.
+Errors marked '-' never reach a person as an exit code: inside a batch they become findings
+on their item and the batch goes on. Anything that is not a CaptureError is a bug: the CLI
+prints one line naming the log file that holds the traceback (exit 70), the API answers 500.
 """
 
 from __future__ import annotations
 
+INTERNAL_ERROR_EXIT = 70
+
 
 class CaptureError(Exception):
     exit_code = 1
+    http_status = 500
 
 
 class ConfigError(CaptureError):
     exit_code = 2
+
+
+class QueryError(CaptureError):
+    """The search request itself is unusable (empty, too long, bad cursor...)."""
+
+    exit_code = 2
+    http_status = 400
 
 
 class CatalogueError(CaptureError):
@@ -40,8 +59,56 @@ class UnsafeNameError(BatchError):
     pass
 
 
+class BatchDied(BatchError):
+    """The process running a batch died (killed, out of memory, crashed) on every attempt."""
+
+
+class QaError(CaptureError):
+    exit_code = 5
+    http_status = 400
+
+
+class IndexUnavailable(CaptureError):
+    """The search backend could not be reached or refused the writes, after retries."""
+
+    exit_code = 6
+    http_status = 503
+
+
+class AccessDenied(CaptureError):
+    exit_code = 7
+    http_status = 401
+
+
+class AccountLocked(AccessDenied):
+    """Too many failed password checks in a short time; the account takes no password for a while."""
+
+    http_status = 429
+
+
+class Forbidden(AccessDenied):
+    """The user's role does not allow the request at all."""
+
+    http_status = 403
+
+
+class NotFound(CaptureError):
+    """No such item, or none this user may reach (deliberately the same answer)."""
+
+    exit_code = 9
+    http_status = 404
+
+
+class AuditChainBroken(CaptureError):
+    exit_code = 10
+
+
 class PageReadError(CaptureError):
     pass
+
+
+class PageTooLarge(PageReadError):
+    """The image header promises more pixels than `imaging.max_page_pixels`."""
 
 
 class OcrError(CaptureError):
@@ -56,21 +123,12 @@ class PackageError(CaptureError):
     pass
 
 
-class QueryError(CaptureError):
-    """The search request itself is unusable (empty, too long, bad cursor...)."""
-
-    exit_code = 2
-
-
-class IndexUnavailable(CaptureError):
-    """The search backend could not be reached or refused the writes, after retries."""
-
-    exit_code = 6
-
-
-class AccessDenied(CaptureError):
-    exit_code = 7
-
-
-class AccountLocked(AccessDenied):
-    """Too many failed log-ins in a short time; the account takes no password for a while."""
+def all_errors() -> list[type[CaptureError]]:
+    """Every class of the tree (the docstring above draws them; a test keeps the two in step)."""
+    found: list[type[CaptureError]] = []
+    pending: list[type[CaptureError]] = [CaptureError]
+    while pending:
+        cls = pending.pop(0)
+        found.append(cls)
+        pending.extend(cls.__subclasses__())
+    return found

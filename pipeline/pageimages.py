@@ -11,9 +11,6 @@ import uuid
 from pathlib import Path
 from typing import Any, Literal
 
-import pikepdf
-from pikepdf import PdfImage
-
 from pipeline.errors import CaptureError
 
 Size = Literal["thumb", "full"]
@@ -45,6 +42,9 @@ def page_png(work_dir: Path, record: dict[str, Any], pdf_path: Path, seq: int, s
     if target.exists():
         return target
     folder.mkdir(parents=True, exist_ok=True)
+    import pikepdf
+    from pikepdf import PdfImage
+
     with pikepdf.open(pdf_path) as pdf:
         images = list(pdf.pages[index].images.values())
         if not images:

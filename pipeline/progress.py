@@ -1,10 +1,33 @@
-"""How the batch run tells a person what it is doing; the CLI plugs in Rich progress bars."""
+"""How the batch run tells a person what it is doing; the CLI plugs in Rich progress bars.
+
+The events are small values (never page images or OCR results), so they travel as JSON
+lines from a batch's own process to the command that shows them (pipeline.batchrun).
+"""
 
 from __future__ import annotations
 
-from typing import Protocol
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
 
-from pipeline.models import ItemResult, PageResult
+from pipeline.models import ItemResult
+
+
+@dataclass(frozen=True)
+class ItemOutcome:
+    """What a person sees of a finished item."""
+
+    archive_code: str
+    verdict: str
+    pages: int
+    findings: int
+    reused: bool
+
+    @classmethod
+    def of(cls, item: ItemResult) -> ItemOutcome:
+        return cls(item.archive_code, str(item.verdict), item.page_count, len(item.findings), item.reused)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 class BatchObserver(Protocol):
@@ -12,9 +35,9 @@ class BatchObserver(Protocol):
 
     def item_started(self, archive_code: str, pages: int) -> None: ...
 
-    def page_done(self, archive_code: str, page: PageResult) -> None: ...
+    def page_done(self, archive_code: str) -> None: ...
 
-    def item_done(self, item: ItemResult) -> None: ...
+    def item_done(self, item: ItemOutcome) -> None: ...
 
 
 class SilentObserver:
@@ -24,10 +47,10 @@ class SilentObserver:
     def item_started(self, archive_code: str, pages: int) -> None:
         pass
 
-    def page_done(self, archive_code: str, page: PageResult) -> None:
+    def page_done(self, archive_code: str) -> None:
         pass
 
-    def item_done(self, item: ItemResult) -> None:
+    def item_done(self, item: ItemOutcome) -> None:
         pass
 
 

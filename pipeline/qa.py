@@ -2,7 +2,8 @@
 
 Every decision needs a reason and records who and when (decisions table, audit log, and a
 decisions.jsonl beside the package, so the archive folder carries its own history).
-Visibility to searchers follows the decision inside the index itself.
+Visibility to searchers follows the decision inside the index itself. People reach these
+functions only through pipeline.service.ArchiveService.decide, which checks access first.
 """
 
 from __future__ import annotations
@@ -10,21 +11,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from pipeline import verify
-from pipeline.errors import CaptureError, IndexUnavailable
+from pipeline.errors import IndexUnavailable, QaError
 from pipeline.index.base import SearchBackend
 from pipeline.models import Severity
-from pipeline.pageimages import packaged_pages, page_png
 from pipeline.process import item_from_record
 from pipeline.settings import Settings
 from pipeline.store import Store
-
-
-class QaError(CaptureError):
-    exit_code = 5
 
 
 @dataclass(frozen=True)
@@ -140,9 +135,3 @@ def load_record(settings: Settings, code: str) -> dict[str, Any]:
         raise QaError(f"{code} has no package in the archive ({path})")
     data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     return data
-
-
-def thumbnails(settings: Settings, code: str, record: dict[str, Any]) -> dict[int, Path]:
-    """Small PNGs of each packaged page (page number -> file), made once from the archived PDF/A."""
-    pdf = settings.archive_dir / code / f"{code}.pdf"
-    return {n: page_png(settings.work_dir, record, pdf, n, "thumb") for n in packaged_pages(record)}

@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from pipeline.archive import RECORD_NAME
 from pipeline.errors import IndexUnavailable
 from pipeline.index.base import IndexItem, SearchBackend
 from pipeline.models import Verdict
-from pipeline.process import RECORD_NAME, index_document, item_from_record
+from pipeline.process import index_document, item_from_record
 from pipeline.settings import Settings
 from pipeline.store import Store, now
 
@@ -53,7 +54,11 @@ def package_folders(archive: Path) -> list[Path]:
 
 
 def load_item(folder: Path, store: Store) -> IndexItem:
-    """The index document of one package folder; ValueError says what is wrong with it."""
+    """The index document of one package folder; ValueError says what is wrong with it.
+
+    The catalogue fields (security level, policy number, ...) are the catalogue's as it is
+    now in the state store, not as they were when the item was packaged: a reclassified item
+    is indexed at its new level. Visibility comes from the state store too."""
     path = folder / RECORD_NAME
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
@@ -62,6 +67,9 @@ def load_item(folder: Path, store: Store) -> IndexItem:
         raise ValueError(f"{path} is missing") from exc
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"{path} cannot be read: {exc}") from exc
+    current = store.catalogue_entry(item.archive_code)
+    if current is not None:
+        item.entry = current
     row = store.item(item.archive_code)
     visible = row.visible if row is not None else item.verdict == Verdict.PASSED
     return index_document(item, visible=visible)
@@ -124,6 +132,34 @@ def _catch_up(
             settings, index, store, code, outcome
         ):
             outcome.caught_up.append(code)
+
+
+def refresh_items(
+    settings: Settings, index: SearchBackend, store: Store, codes: list[str]
+) -> list[tuple[str, str]]:
+    """Index these archived items again (their catalogue entry or state changed).
+
+    Returns (archive code, reason) for each that could not be indexed; those are removed
+    from the index where possible and marked for `capture reindex --pending`, so an item
+    whose level was raised is never left findable at its old level."""
+    problems: list[tuple[str, str]] = []
+    for code in codes:
+        folder = settings.archive_dir / code
+        if not (folder / RECORD_NAME).is_file():
+            continue
+        try:
+            doc = load_item(folder, store)
+        except ValueError as exc:
+            problems.append((code, str(exc)))
+            continue
+        problem = index_or_mark(index, store, doc)
+        if problem:
+            try:
+                index.delete_item(code)
+            except IndexUnavailable:
+                pass
+            problems.append((code, problem))
+    return problems
 
 
 def reindex_pending(

@@ -1,13 +1,16 @@
 """Security levels (密级), clearances and fonds: the facts every search and view is filtered by.
 
 Levels are ordered; a user cleared up to a level sees items at that level and below. The
-names are the ones catalogues use (Chinese or English). An empty level counts as the
-configured default; a level nobody recognises counts as the highest, so a typo in the
-catalogue hides an item rather than exposing it.
+names are the ones catalogues use (Chinese, Traditional or English). A catalogue cell must
+name a level: an unrecognised value is a rejected row at import (pipeline.catalog), and
+whatever reaches `rank` without a recognised name (an empty cell, a value stored by an older
+version) counts as the highest level, so a gap in the catalogue hides an item rather than
+exposing it. Numbers are never levels in a catalogue.
 """
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass, field
 
 LEVELS: tuple[str, ...] = ("公开", "内部", "秘密", "机密", "绝密")
@@ -16,6 +19,7 @@ _ALIASES: dict[str, int] = {
     "公開": 0,
     "public": 0,
     "内部": 1,
+    "內部": 1,
     "internal": 1,
     "秘密": 2,
     "secret": 2,
@@ -29,27 +33,42 @@ _ALIASES: dict[str, int] = {
     "top-secret": 4,
 }
 HIGHEST = len(LEVELS) - 1
-DEFAULT_LEVEL = "内部"
+_CLEARANCE_DIGITS = {str(i): i for i in range(HIGHEST + 1)}
 
 
-def rank(level: str, *, default: str = DEFAULT_LEVEL) -> int:
-    """The numeric rank of a level name (0 = 公开 ... 4 = 绝密)."""
-    name = level.strip().lower()
-    if not name:
-        name = default.strip().lower()
-    if name.isdigit():
-        return min(int(name), HIGHEST)
-    return _ALIASES.get(name, HIGHEST)
+def _key(value: object) -> str:
+    text = unicodedata.normalize("NFKC", str(value)).strip().lower()
+    return " ".join(text.split())
+
+
+def level_rank(value: object) -> int | None:
+    """The rank of a recognised level name (0 = 公开 ... 4 = 绝密); None for anything else."""
+    return _ALIASES.get(_key(value))
+
+
+def canonical_level(value: object) -> str | None:
+    """The level's own name (e.g. 'Secret' -> '秘密'); None when it is not a level."""
+    found = level_rank(value)
+    return None if found is None else LEVELS[found]
+
+
+def rank(level: object) -> int:
+    """The rank used for access: a recognised name's rank, otherwise the highest. Never raises."""
+    found = level_rank(level)
+    return HIGHEST if found is None else found
 
 
 def parse_clearance(value: str) -> int:
-    """A clearance given by a person (name or 0-4); unknown names are an error, not a guess."""
-    name = value.strip().lower()
-    if name.isdigit() and int(name) <= HIGHEST:
-        return int(name)
-    if name in _ALIASES:
-        return _ALIASES[name]
-    raise ValueError(f"unknown security level {value!r}; use one of {', '.join(LEVELS)} (or 0-{HIGHEST})")
+    """A clearance given by an administrator (a name, or 0-4); anything else is an error."""
+    plain = value.strip()
+    if plain in _CLEARANCE_DIGITS:  # ASCII digits only: '²' or '０' are not clearances
+        return _CLEARANCE_DIGITS[plain]
+    found = _ALIASES.get(_key(value))
+    if found is None:
+        raise ValueError(
+            f"unknown security level {value[:40]!r}; use one of {', '.join(LEVELS)} (or 0-{HIGHEST})"
+        )
+    return found
 
 
 def level_name(rank_value: int) -> str:
@@ -63,18 +82,12 @@ def fonds_of(archive_code: str) -> str:
 
 @dataclass(frozen=True)
 class Access:
-    """What one searcher may reach: a clearance, optionally some fonds only, QA-held items or not."""
+    """The search filter for one person (made by pipeline.access.search_access): a clearance,
+    optionally some fonds only, and whether items held for QA are included."""
 
     clearance: int = HIGHEST
     fonds: tuple[str, ...] = field(default_factory=tuple)  # empty: every fonds
-    see_held: bool = False  # QA staff see items waiting for a QA decision
-
-    def allows(self, security_rank: int, fonds: str, visible: bool) -> bool:
-        if security_rank > self.clearance:
-            return False
-        if self.fonds and fonds not in self.fonds:
-            return False
-        return visible or self.see_held
+    see_held: bool = False
 
 
 FULL_ACCESS = Access(HIGHEST, (), True)

@@ -104,7 +104,7 @@ def test_revoked_tokens_stop_working(api_home, tmp_path) -> None:  # type: ignor
     token = make_token(store, "leaver")
     with TestClient(create_app(settings)) as client:
         assert client.get("/api/me", headers=_auth(token)).status_code == 200
-        store.revoke_tokens("leaver")
+        store.revoke_tokens(store.user("leaver").id)  # type: ignore[union-attr]
         assert client.get("/api/me", headers=_auth(token)).status_code == 401
     store.close()
 
@@ -182,14 +182,45 @@ def test_items_pdfs_and_pages_within_clearance_only(api) -> None:  # type: ignor
         ({"q": "保险", "limit": "1000"}, 422, "limit"),
         ({"q": "保险", "offset": "-1"}, 422, "offset"),
         ({"q": "保险", "cursor": "AAAA"}, 400, "cursor"),
+        ({"q": "保险", "cursor": "eyJvIjo5MjIzMzcyMDM2ODU0Nzc1ODA3fQ"}, 400, "cursor"),  # {"o": 2**63-1}
+        ({"q": "保险", "cursor": "eyJvIjoiMTAifQ"}, 400, "cursor"),  # {"o": "10"}
+        ({"q": "保险", "cursor": "eyJwIjoxLCJhIjpbeyJ4IjoxfV19"}, 400, "cursor"),  # a sort value object
+        ({"q": "保险", "cursor": "WyJvIl0"}, 400, "cursor"),  # ["o"]: not an object
+        ({"q": "保险", "offset": str(2**63)}, 422, "offset"),
+        ({"q": "保险", "offset": "10001"}, 422, "offset"),
         ({"q": '保险" OR 1=1 --', "year": "2014' OR '1'='1"}, 200, "hits"),
     ],
 )
 def test_hostile_requests_get_clear_4xx_never_500(api, params, status, words) -> None:  # type: ignore[no-untyped-def]
-    client, tokens, _ = api
+    client, tokens, home = api
+    before = len(_audit(home, "http.error"))
     response = client.get("/api/search", params=params, headers=_auth(tokens["clerk"]))
     assert response.status_code == status, response.text
     assert words in response.text
+    assert response.headers["content-type"].startswith("application/json")
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["content-security-policy"] == "default-src 'none'; frame-ancestors 'none'"
+    if status != 200:  # every error answer is in the audit log, with who asked
+        errors = _audit(home, "http.error")[before:]
+        assert [(e.user, e.details["status"]) for e in errors] == [("clerk", status)]
+
+
+def test_thumbnails_and_refusals_are_audited(api) -> None:  # type: ignore[no-untyped-def]
+    client, tokens, home = api
+    before = len(_audit(home, "page"))
+    assert (
+        client.get(f"/api/items/{SECRET_ITEM}/pages/2.png", headers=_auth(tokens["chief"])).status_code == 200
+    )
+    pages = _audit(home, "page")[before:]
+    assert [(p.user, p.target, p.details["page"], p.details["size"]) for p in pages] == [
+        ("chief", SECRET_ITEM, 2, "thumb")
+    ]
+    before = len(_audit(home, "search.refused"))
+    refused = client.get(
+        "/api/search", params={"q": "参保", "include_held": "true"}, headers=_auth(tokens["clerk"])
+    )
+    assert refused.status_code == 403
+    assert [r.user for r in _audit(home, "search.refused")[before:]] == ["clerk"]
 
 
 def test_path_tricks_in_archive_codes_are_just_unknown_items(api) -> None:  # type: ignore[no-untyped-def]

@@ -25,9 +25,10 @@ def test_catalogue_import_reports_bad_rows(tmp_path: Path) -> None:
     path = tmp_path / "c.csv"
     path.write_bytes("档号,页数\r\nA-1,2\r\n,3\r\nA-3,x\r\n".encode("gbk"))
     result = _run(["catalogue", "import", str(path)], tmp_path / "home")
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 3, result.stderr  # rows were rejected: a script must notice
     assert "1 rows imported, 2 rejected" in result.stdout
     assert "row 3" in result.stderr and "row 4" in result.stderr
+    assert "2 rows rejected" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_run_refuses_a_missing_batch_with_a_clear_message(tmp_path: Path) -> None:

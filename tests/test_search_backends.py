@@ -9,8 +9,7 @@ from urllib.parse import urlparse
 import pytest
 
 from pipeline.index.base import SearchQuery, open_backend
-from pipeline.models import ItemResult, PageResult
-from pipeline.progress import set_observer
+from pipeline.progress import ItemOutcome, set_observer
 from pipeline.reindex import load_item, reindex_all, reindex_pending
 from pipeline.security import FULL_ACCESS, Access
 from pipeline.store import Store
@@ -88,9 +87,9 @@ class StopAfterFirstItem:
 
     def item_started(self, archive_code: str, pages: int) -> None: ...
 
-    def page_done(self, archive_code: str, page: PageResult) -> None: ...
+    def page_done(self, archive_code: str) -> None: ...
 
-    def item_done(self, item: ItemResult) -> None:
+    def item_done(self, item: ItemOutcome) -> None:
         self.done.append(item.archive_code)
         if len(self.done) == 1:
             self.forwarder.stop()

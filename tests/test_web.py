@@ -226,15 +226,19 @@ def test_pages_set_security_headers_and_forms_need_csrf(browser, site) -> None: 
     context.close()
 
 
-def test_sessions_expire() -> None:
-    from pipeline.web.sessions import SessionCodec, new_session
+def test_sessions_end_after_idle_time(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from pipeline.users import session_user, start_session
 
-    codec = SessionCodec(b"k" * 32, max_age_seconds=1)
-    cookie = codec.dump(new_session("clerk"))
-    assert codec.load(cookie)[0] is not None
-    time.sleep(2.1)
-    assert codec.load(cookie) == (None, True)
-    assert codec.load(cookie[:-2] + "xx") == (None, False)
+    store = Store(make_settings(tmp_path / "home").state_url)
+    try:
+        who = save_user(store, "idler", role="searcher", clearance="内部", password=PASSWORD)
+        session = start_session(store, who)
+        assert session_user(store, session.token, idle_minutes=30) is not None
+        assert session_user(store, session.token + "x", idle_minutes=30) is None
+        assert session_user(store, session.token, idle_minutes=0) is None  # idle past the limit: ended
+        assert session_user(store, session.token, idle_minutes=30) is None  # and it stays ended
+    finally:
+        store.close()
 
 
 def test_wrong_passwords_lock_the_account_until_an_admin_unlocks_it(browser, site, site_home) -> None:  # type: ignore[no-untyped-def]
@@ -300,4 +304,80 @@ def test_a_user_changes_their_own_password(browser, site) -> None:  # type: igno
     context.close()
     context, page = log_in(browser, site, "changer", password="a new secret 9")
     assert page.url.endswith("/search")
+    context.close()
+
+
+def _login_over_http(site: str, user: str, password: str):  # type: ignore[no-untyped-def]
+    """A log-in without a browser: the form's nonce, then the POST; returns the client and answer."""
+    import re
+
+    import httpx
+
+    client = httpx.Client(base_url=site, timeout=60)
+    form = client.get("/login")
+    nonce = re.search(r'name="csrf" value="([^"]+)"', form.text)
+    assert nonce
+    answer = client.post("/login", data={"username": user, "password": password, "csrf": nonce.group(1)})
+    return client, answer
+
+
+def test_simultaneous_log_ins_over_http_check_at_most_the_limit(site, site_home) -> None:  # type: ignore[no-untyped-def]
+    from concurrent.futures import ThreadPoolExecutor
+
+    store = Store(make_settings(site_home).state_url)
+    save_user(store, "raced", role="searcher", clearance="内部", password=PASSWORD)
+    store.close()
+    guesses = [f"wrong password {n}" for n in range(24)] + [PASSWORD]
+    with ThreadPoolExecutor(25) as pool:
+        answers = list(pool.map(lambda pw: _login_over_http(site, "raced", pw)[1].status_code, guesses))
+    assert answers.count(429) >= 20 and answers.count(401) + answers.count(303) <= 5, answers
+    store = Store(make_settings(site_home).state_url)
+    try:
+        checked = [
+            r for r in store.audit_log() if r.user == "raced" and r.action in ("login", "login.failed")
+        ]
+        assert len(checked) <= 5
+    finally:
+        store.close()
+
+
+def test_a_session_cookie_is_worthless_after_log_out(site) -> None:  # type: ignore[no-untyped-def]
+    import re
+
+    client, answer = _login_over_http(site, "clerk", PASSWORD)
+    assert answer.status_code == 303
+    cookie = client.cookies.get("capture_session")
+    assert cookie and client.get("/search").status_code == 200
+    csrf = re.search(r'name="csrf" value="([^"]+)"', client.get("/account").text)
+    assert csrf
+    assert client.post("/logout", data={"csrf": csrf.group(1)}).status_code == 303
+    import httpx
+
+    replay = httpx.get(f"{site}/search", cookies={"capture_session": cookie}, follow_redirects=False)
+    assert replay.status_code == 303 and "/login" in replay.headers["location"]
+    client.close()
+
+
+def test_odd_query_values_get_a_page_with_headers_not_a_crash(site) -> None:  # type: ignore[no-untyped-def]
+    client, answer = _login_over_http(site, "checker", PASSWORD)
+    for path in ("/qa?older=1000000000", "/qa?older=-5", "/search?q=保险&page=99999999999999999999"):
+        response = client.get(path)
+        assert response.status_code in (200, 400, 422), (path, response.status_code)
+        assert "text/html" in response.headers["content-type"]
+        assert "script-src 'none'" in response.headers["content-security-policy"]
+        assert response.headers["x-frame-options"] == "DENY"
+    client.close()
+
+
+def test_api_docs_work_offline_in_a_browser(browser, site) -> None:  # type: ignore[no-untyped-def]
+    context = browser.new_context(viewport={"width": 1366, "height": 768})
+    page = context.new_page()
+    outside: list[str] = []
+    page.on("request", lambda r: None if r.url.startswith(site) else outside.append(r.url))
+    response = page.goto(site + "/docs")
+    assert response and response.ok
+    page.wait_for_selector(".opblock-summary-path", timeout=30000)
+    assert "/api/search" in page.inner_text("#swagger-ui")
+    assert outside == []  # every asset came from the app itself
+    shot(page, "11-api-docs")
     context.close()

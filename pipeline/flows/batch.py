@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,15 +21,17 @@ from pipeline import process
 from pipeline.errors import OcrTimeoutError
 from pipeline.index import open_backend
 from pipeline.intake import read_layout
-from pipeline.models import CatalogueEntry, Finding, ItemResult, PageResult, PageSource, Severity, Verdict
+from pipeline.models import CatalogueEntry, Finding, ItemResult, PageResult, PlannedPage, Severity, Verdict
 from pipeline.pages import FileProblem
-from pipeline.progress import observer
+from pipeline.progress import ItemOutcome, observer
 from pipeline.reindex import index_or_mark
 from pipeline.report import BatchReport
-from pipeline.settings import Settings
+from pipeline.settings import Settings, load_settings
 from pipeline.store import Store
 
 log = logging.getLogger(__name__)
+# Settings handed to a flow run in this process, by reference (secrets stay in memory).
+_LIVE_SETTINGS: dict[str, Settings] = {}
 
 
 def _transient(task: Any, task_run: Any, state: Any) -> bool:
@@ -50,10 +53,8 @@ def _transient(task: Any, task_run: Any, state: Any) -> bool:
     cache_policy=NO_CACHE,
     tags=["ocr"],
 )
-def ocr_page_task(
-    source: PageSource, seq: int, sha256: str, settings: Settings, cache_dir: Path
-) -> PageResult:
-    return process.process_page(source, seq, sha256, settings, process.engine_pool(settings), cache_dir)
+def ocr_page_task(page: PlannedPage, seq: int, settings: Settings, cache_dir: Path) -> PageResult:
+    return process.process_page(page, seq, settings, process.engine_pool(settings), cache_dir)
 
 
 @task(name="package-item", cache_policy=NO_CACHE)
@@ -74,7 +75,7 @@ def package_item_task(
 class _ItemPlan:
     archive_code: str
     entry: CatalogueEntry | None
-    planned: list[tuple[PageSource, str]]
+    planned: list[PlannedPage]
     problems: list[FileProblem]
     input_key: str
     reused: ItemResult | None
@@ -89,7 +90,7 @@ def _plan(
 ) -> list[_ItemPlan]:
     plans = []
     for code, folder in layout_items:
-        planned, problems = process.plan_item(folder)
+        planned, problems = process.plan_item(folder, settings)
         entry = catalogue.get(code)
         listed = None if expected is None else code in expected
         key = process.item_input_key(planned, problems, entry, settings, listed)
@@ -103,33 +104,34 @@ def _page_futures(
 ) -> Iterator[tuple[int, PageResult]]:
     """Submit page OCR tasks with at most `window` in flight; yield (plan index, result) in order."""
     jobs = (
-        (i, seq, src, sha)
+        (i, seq, page)
         for i, plan in enumerate(plans)
         if plan.reused is None
-        for seq, (src, sha) in enumerate(plan.planned, start=1)
+        for seq, page in enumerate(plan.planned, start=1)
     )
-    pending: deque[tuple[int, int, str, PrefectFuture[PageResult]]] = deque()
+    pending: deque[tuple[int, int, PlannedPage, PrefectFuture[PageResult]]] = deque()
 
     def top_up() -> None:
         while len(pending) < window:
             job = next(jobs, None)
             if job is None:
                 return
-            i, seq, src, sha = job
-            pending.append((i, seq, src.path.name, ocr_page_task.submit(src, seq, sha, settings, cache_dir)))
+            i, seq, page = job
+            pending.append((i, seq, page, ocr_page_task.submit(page, seq, settings, cache_dir)))
 
     top_up()
     while pending:
-        i, seq, name, future = pending.popleft()
+        i, seq, page, future = pending.popleft()
         try:
             result: PageResult = future.result()
         except Exception as exc:  # noqa: BLE001 - a failed page becomes a finding, never a failed batch
             result = PageResult(
                 seq=seq,
-                source=name,
-                frame=0,
-                source_sha256="",
+                source=page.name,
+                frame=page.frame,
+                source_sha256=page.sha256,
                 error=f"processing failed: {exc.__class__.__name__}: {exc}",
+                snapshot=page.snapshot,
             )
         top_up()
         yield i, result
@@ -158,7 +160,7 @@ def _finish_item(plan: _ItemPlan, pages: list[PageResult], batch_id: str, settin
 @flow(name="process-batch", validate_parameters=False, log_prints=False)
 def process_batch(
     batch_dir: str,
-    settings_data: dict[str, Any],
+    settings_ref: str = "",
     batch_id: str | None = None,
     manifest: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
@@ -166,8 +168,10 @@ def process_batch(
 
     `manifest` (from batch.json / batch.csv) may list the archive codes expected in the batch:
     an extra item gets a finding, a missing one is a batch finding in the report.
+    `settings_ref` names settings handed over in this process (`run_batch`); settings never
+    travel as flow parameters, which Prefect stores and which would mask every secret.
     """
-    settings = Settings(**settings_data)
+    settings = _LIVE_SETTINGS.get(settings_ref) or load_settings()
     settings.ensure_dirs()
     started = time.monotonic()
     layout = read_layout(Path(batch_dir))
@@ -190,6 +194,7 @@ def process_batch(
     report.rejected = [{"folder": r.name, "reason": r.reason} for r in layout.rejected]
     report.loose_files = list(layout.loose_files)
     watcher = observer()
+    plans: list[_ItemPlan] = []
     try:
         store.start_batch(batch_id, str(layout.root), manifest)
         plans = _plan(layout.items, store.catalogue(), settings, expected)
@@ -208,13 +213,14 @@ def process_batch(
                 if plan.reused is None and len(collected[next_item]) < len(plan.planned):
                     return
                 item = plan.reused or _finish_item(plan, collected.pop(next_item), batch_id, settings)
+                process.release_snapshots(plan.planned)
                 row = store.record_item(batch_id, item)
                 if item.pdf_path:
                     problem = index_or_mark(index, store, process.index_document(item, visible=row.visible))
                     if problem:
                         report.not_indexed.append({"archive_code": item.archive_code, "reason": problem})
                 report.items.append(item)
-                watcher.item_done(item)
+                watcher.item_done(ItemOutcome.of(item))
                 next_item += 1
 
         started_items: set[int] = set()
@@ -223,7 +229,7 @@ def process_batch(
                 started_items.add(i)
                 watcher.item_started(plans[i].archive_code, len(plans[i].planned))
             collected[i].append(page)
-            watcher.page_done(plans[i].archive_code, page)
+            watcher.page_done(plans[i].archive_code)
             settle(i + 1)
         settle(len(plans))
         report.seconds = time.monotonic() - started
@@ -234,6 +240,7 @@ def process_batch(
         data["report_path"] = str(path)
         return data
     finally:
+        process.release_snapshots(p for plan in plans for p in plan.planned)
         index.close()
         store.close()
 
@@ -241,7 +248,12 @@ def process_batch(
 def run_batch(
     batch_dir: Path, settings: Settings, batch_id: str | None = None, manifest: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """Run the flow with a thread pool sized by the OCR settings."""
+    """Run the flow in this process with a thread pool sized by the OCR settings."""
     runner: Any = ThreadPoolTaskRunner(max_workers=settings.ocr.workers)
     flow_run = process_batch.with_options(task_runner=runner)
-    return flow_run(str(batch_dir), settings.model_dump(mode="json"), batch_id, manifest)
+    ref = uuid.uuid4().hex
+    _LIVE_SETTINGS[ref] = settings
+    try:
+        return flow_run(str(batch_dir), ref, batch_id, manifest)  # type: ignore[no-any-return]
+    finally:
+        _LIVE_SETTINGS.pop(ref, None)

@@ -1,8 +1,12 @@
 """The watch service: poll the watch folder, claim complete batches, run process_batch on each.
 
-A long-lived process (`capture watch`); each batch runs as a Prefect flow run. It never exits
-on bad input or a vanished share: bad batches are quarantined with a reason, an unreachable
-folder is retried with back-off.
+A long-lived process (`capture watch`); each batch runs as a Prefect flow run in a process
+of its own (pipeline.batchrun), so no page can take the watcher down. It never exits on bad
+input or a vanished share: bad batches are quarantined with a reason, an unreachable folder
+is retried with back-off. A batch whose processes keep dying (killed, out of memory, crashed)
+is started at most `watch.max_attempts` times in all, counted in the state store across
+watchers (a watcher that was itself killed mid-batch counts too), then quarantined with the
+reason: a poison batch never loops.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pipeline import watch
+from pipeline.batchrun import record_failure
 from pipeline.errors import BatchError
 from pipeline.intake import read_layout
 from pipeline.settings import Settings
@@ -65,22 +70,51 @@ def _rejection(taken: watch.Claim) -> tuple[str | None, dict[str, Any] | None]:
     return None, manifest
 
 
-def handle(taken: watch.Claim, areas: watch.Areas, settings: Settings, say: Say) -> str:
+def handle(
+    taken: watch.Claim, areas: watch.Areas, settings: Settings, say: Say, env: dict[str, str] | None = None
+) -> str:
     """Process one claimed batch to done/ or quarantine/; returns 'done' or 'quarantined'."""
-    from pipeline.flows.batch import run_batch
+    from pipeline.batchrun import run_attempts
+    from pipeline.progress import SilentObserver
 
     store = Store(settings.state_url)
     try:
         reason, manifest = _rejection(taken)
+        earlier = store.batch_attempts(taken.batch_id)
+        if reason is None and earlier >= settings.watch.max_attempts:
+            reason = (
+                f"{earlier} processes were started on this batch and none finished "
+                f"(watch.max_attempts = {settings.watch.max_attempts}); the batch may kill its process"
+            )
         if reason is None:
             known = store.catalogue()
             unknown = [code for code in (manifest or {}).get("items", []) if code not in known]
+
+            def started(number: int) -> None:
+                store.count_attempt(taken.batch_id, str(taken.batch_dir))
+                if number > 1:
+                    most = settings.watch.max_attempts
+                    say(f"batch {taken.name}: starting process {number} of at most {most}")
+
+            def died(attempt: Any) -> None:
+                say(f"batch {taken.name}: its process {attempt.number} died ({attempt.describe()})")
+
             try:
                 with _Heartbeat(taken, max(1.0, settings.watch.stale_claim_seconds / 4)):
-                    report = run_batch(taken.batch_dir, settings, taken.batch_id, manifest)
+                    report = run_attempts(
+                        taken.batch_dir,
+                        settings,
+                        SilentObserver(),
+                        batch_id=taken.batch_id,
+                        manifest=manifest,
+                        first=earlier + 1,
+                        env=env,
+                        on_start=started,
+                        on_death=died,
+                    )
             except Exception as exc:  # noqa: BLE001 - never a crash loop: quarantine with the reason
-                log.exception("batch %s failed", taken.name)
-                reason = f"processing failed: {exc.__class__.__name__}: {exc}"
+                log.warning("batch %s failed: %s", taken.name, exc)
+                reason = f"processing failed: {exc}"
             else:
                 target = watch.finish(taken, areas)
                 totals = report["totals"]
@@ -93,7 +127,7 @@ def handle(taken: watch.Claim, areas: watch.Areas, settings: Settings, say: Say)
                 )
                 return "done"
         target = watch.quarantine(taken, areas, reason)
-        store.finish_batch(taken.batch_id, "quarantined", None, None, reason)
+        record_failure(settings, taken.batch_id, target, "quarantined", reason)
         say(f"batch {taken.name} quarantined: {reason} -> {target}")
         return "quarantined"
     finally:
@@ -134,6 +168,7 @@ def watch_folder(
     say: Say = print,
     stop: threading.Event | None = None,
     until_idle: bool = False,
+    env: dict[str, str] | None = None,
 ) -> dict[str, int]:
     """Poll until stopped (or, with until_idle, until the folder holds nothing to wait for)."""
     stop = stop or threading.Event()
@@ -154,7 +189,7 @@ def watch_folder(
             areas.ensure()
             for taken in watch.take_over_stale(areas, owner, settings.watch.stale_claim_seconds):
                 say(f"resuming batch {taken.name} ({taken.batch_id})")
-                counts[handle(taken, areas, settings, say)] += 1
+                counts[handle(taken, areas, settings, say, env)] += 1
             waiting = watch.candidates(areas)
             for entry in waiting:
                 mode = tracker.ready(entry)
@@ -164,7 +199,7 @@ def watch_folder(
                 tracker.forget(entry.name)
                 if claimed is not None:
                     say(f"claimed batch {claimed.name} ({mode})")
-                    counts[handle(claimed, areas, settings, say)] += 1
+                    counts[handle(claimed, areas, settings, say, env)] += 1
             delay = settings.watch.poll_seconds
             if until_idle and not watch.candidates(areas) and not any(areas.processing.glob("claim-*")):
                 break

@@ -21,6 +21,7 @@ from pipeline.settings import Settings
 MAX_QUERY_CHARS = 200
 MAX_QUERY_TERMS = 16
 MAX_LIMIT = 100
+MAX_OFFSET = 10_000  # deeper than this, page on with the cursor (Elasticsearch's own window)
 FILTER_FIELDS = ("year", "stage", "retention", "box", "security_level", "archive_code", "policy_number")
 FACET_FIELDS = ("year", "stage", "retention", "security_level", "box")
 ITEM_FIELDS = ("year", "stage", "retention", "security_level", "box", "policy_number", "policyholder")
@@ -105,8 +106,8 @@ def check_query(query: SearchQuery) -> list[str]:
         raise QueryError(f"unknown filter {sorted(unknown)[0]!r}; filters are {', '.join(FILTER_FIELDS)}")
     if not 1 <= query.limit <= MAX_LIMIT:
         raise QueryError(f"limit must be between 1 and {MAX_LIMIT}")
-    if query.offset < 0:
-        raise QueryError("offset must be 0 or more")
+    if not 0 <= query.offset <= MAX_OFFSET:
+        raise QueryError(f"offset must be between 0 and {MAX_OFFSET}; page on with the cursor instead")
     terms = query_terms(query.text)
     if not terms:
         raise QueryError("the query has no searchable words (Chinese characters, letters or digits)")
@@ -120,13 +121,40 @@ def encode_cursor(data: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+MAX_POSITION = 1_000_000_000
+
+
 def decode_cursor(cursor: str, *keys: str) -> tuple[Any, ...]:
-    """The values stored under `keys` in a cursor from encode_cursor."""
+    """The values stored under `keys` in a cursor from encode_cursor; QueryError for anything else.
+
+    A cursor comes back from outside, so it is checked like any input: valid base64 JSON, an
+    object with the keys, positions that are whole numbers in range, sort values that are
+    plain numbers or short strings."""
+    bad = QueryError("the paging cursor is not one this index handed out")
+    if len(cursor) > 2000:
+        raise bad
     try:
         data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        return tuple(data[key] for key in keys)
-    except (ValueError, KeyError, TypeError) as exc:
-        raise QueryError("the paging cursor is not one this index handed out") from exc
+        values = tuple(data[key] for key in keys)
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        raise bad from exc
+    for key, value in zip(keys, values, strict=True):
+        if key in ("o", "p"):
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_POSITION:
+                raise bad
+        elif not isinstance(value, list) or len(value) > 10 or not all(_plain_sort_value(v) for v in value):
+            raise bad
+    return values
+
+
+def _plain_sort_value(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return -(2**63) <= value < 2**63
+    if isinstance(value, float):
+        return value == value and abs(value) != float("inf")
+    return isinstance(value, str) and len(value) <= 200
 
 
 class SearchBackend(Protocol):

@@ -1,44 +1,75 @@
 """The web interface for searchers and QA staff (server-rendered pages, Chinese by default).
 
-Everything shown comes through ArchiveService (security and audit) or the QA functions;
+Everything shown comes through pipeline.service (one access decision, every read audited);
 templates escape every value (Jinja2 autoescape), so OCR text, catalogue fields and file names
-are shown as text. Forms carry a CSRF token bound to the session; the login form uses a
-double-submit cookie. The JSON API of pipeline.web.api is served by the same app.
+are shown as text. Sessions live in the state store: the cookie holds a random token, so
+log-out, a password change, disabling or deleting the account end the session at once. Forms
+carry the session's CSRF token; the login form uses a double-submit cookie. The JSON API of
+pipeline.web.api is served by the same app.
 """
 
 from __future__ import annotations
 
 import hmac
 import secrets
-from collections import Counter
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import Depends, FastAPI, Form, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from pipeline import qa, watch
-from pipeline.errors import AccessDenied, AccountLocked, CaptureError, IndexUnavailable, QueryError
+from pipeline.access import Principal
+from pipeline.errors import (
+    AccessDenied,
+    AccountLocked,
+    CaptureError,
+    ConfigError,
+    Forbidden,
+    NotFound,
+    QaError,
+    QueryError,
+)
 from pipeline.index.analysis import query_terms
 from pipeline.index.snippets import segments, split_at
 from pipeline.security import level_name
+from pipeline.service import ArchiveService
 from pipeline.settings import Settings
-from pipeline.users import MIN_PASSWORD_LENGTH, Principal, change_password, log_in, principal_of
-from pipeline.web.api import add_error_handlers, add_security_headers, api_router_app
+from pipeline.users import (
+    MIN_PASSWORD_LENGTH,
+    Lockout,
+    WebSession,
+    change_password,
+    end_session,
+    log_in,
+    session_id,
+    session_user,
+    start_session,
+)
+from pipeline.web.api import (
+    add_docs,
+    add_security_headers,
+    api_router_app,
+    audit_error,
+    bad_parameter_json,
+    capture_error_json,
+    http_error_json,
+)
 from pipeline.web.i18n import pick, translate
-from pipeline.web.service import ArchiveService, Forbidden, NotFound
-from pipeline.web.sessions import COOKIE, LOGIN_COOKIE, SessionCodec, WebSession, new_session, secret_key
 
 HERE = Path(__file__).resolve().parent
 PAGE_CSP = (
     "default-src 'self'; img-src 'self'; style-src 'self'; script-src 'none'; "
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
+COOKIE = "capture_session"
+LOGIN_COOKIE = "capture_login"
 PER_PAGE = 10
+MAX_RESULT_PAGE = 1000
 FILTERS = ("year", "stage", "retention", "box")
 
 
@@ -53,39 +84,28 @@ class WebError(Exception):
 
 
 def current(request: Request) -> Principal:
-    """The logged-in user (their account is read again on every request)."""
-    codec: SessionCodec = request.app.state.codec
-    session, expired = codec.load(request.cookies.get(COOKIE))
-    if session is None:
-        raise LoginRequired(expired)
-    row = request.app.state.service.store.user(session.username)
-    if row is None or row.disabled:
-        raise LoginRequired(False)
+    """The logged-in user: an open session of an enabled account, checked on every request."""
+    svc: ArchiveService = request.app.state.service
+    token = request.cookies.get(COOKIE, "")
+    found = session_user(svc.store, token, request.app.state.settings.web.session_minutes)
+    if found is None:
+        raise LoginRequired(bool(token))
+    who, session = found
     request.state.session = session
-    return principal_of(row)
-
-
-def qa_staff(who: Annotated[Principal, Depends(current)]) -> Principal:
-    if not who.is_qa:
-        raise WebError(403, "forbidden")
+    request.state.principal = who
     return who
 
 
 Viewer = Annotated[Principal, Depends(current)]
-QaUser = Annotated[Principal, Depends(qa_staff)]
 
 
 def create_web_app(settings: Settings, svc: ArchiveService | None = None) -> FastAPI:
-    app = FastAPI(title="Archive Capture", docs_url="/docs", redoc_url=None)
+    app = FastAPI(title="Archive Capture", docs_url=None, redoc_url=None)
     service = svc or ArchiveService(settings)
     app.state.service = service
-    codec = SessionCodec(secret_key(settings.home_dir), settings.web.session_minutes * 60)
-    app.state.codec = codec
+    app.state.settings = settings
+    lockout = Lockout(settings.web.max_failed_logins, settings.web.lockout_minutes)
     templates = Jinja2Templates(directory=str(HERE / "templates"))
-    add_security_headers(app, PAGE_CSP)
-    add_error_handlers(app)
-    api_router_app(app)
-    app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -96,7 +116,7 @@ def create_web_app(settings: Settings, svc: ArchiveService | None = None) -> Fas
         request: Request, name: str, who: Principal | None, status: int = 200, **context: Any
     ) -> Response:
         lang = lang_of(request)
-        session = getattr(request.state, "session", None)
+        session: WebSession | None = getattr(request.state, "session", None)
         response = templates.TemplateResponse(
             request,
             name,
@@ -116,54 +136,89 @@ def create_web_app(settings: Settings, svc: ArchiveService | None = None) -> Fas
             response.set_cookie("lang", lang, max_age=365 * 86400, samesite="lax", httponly=True)
         return response
 
-    def set_session(response: Response, request: Request, session: WebSession) -> None:
+    def error_page(request: Request, status: int, key: str, detail: str = "") -> Response:
+        who = getattr(request.state, "principal", None)
+        return render(request, "error.html", who, status, key=key, detail=detail)
+
+    def set_session_cookie(response: Response, request: Request, session: WebSession) -> None:
         response.set_cookie(
             COOKIE,
-            codec.dump(session),
-            max_age=codec.max_age,
+            session.token,
             httponly=True,
             samesite="strict",
             secure=request.url.scheme == "https",
         )
 
     def check_csrf(request: Request, token: str) -> None:
-        session = getattr(request.state, "session", None)
+        session: WebSession | None = getattr(request.state, "session", None)
         if session is None or not hmac.compare_digest(session.csrf, token):
             raise WebError(400, "bad_request", "the form is out of date (CSRF token); reload the page")
 
-    @app.middleware("http")
-    async def slide_session(request: Request, call_next: Any) -> Response:
-        response: Response = await call_next(request)
-        session = getattr(request.state, "session", None)
-        if session is not None and COOKIE not in response.headers.get("set-cookie", ""):
-            set_session(response, request, session)  # idle time starts again
-        return response
+    def is_page(request: Request) -> bool:
+        return not request.url.path.startswith("/api/")
+
+    add_security_headers(app, PAGE_CSP, on_crash=lambda request: error_page(request, 500, "internal_error"))
+    add_docs(app)
+    api_router_app(app)
+    app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
 
     @app.exception_handler(LoginRequired)
     async def login_required(request: Request, exc: LoginRequired) -> Response:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        query = urlencode({"next": target, **({"expired": "1"} if exc.expired else {})})
-        return RedirectResponse(f"/login?{query}", status_code=303)
+        query = urlencode({"next": target[:2000], **({"expired": "1"} if exc.expired else {})})
+        response = RedirectResponse(f"/login?{query}", status_code=303)
+        if exc.expired:
+            response.delete_cookie(COOKIE)
+        return response
 
     @app.exception_handler(WebError)
     async def web_error(request: Request, exc: WebError) -> Response:
-        return render(request, "error.html", None, exc.status, key=exc.key, detail=exc.detail)
+        audit_error(request, exc.status, exc.detail or exc.key)
+        return error_page(request, exc.status, exc.key, exc.detail)
+
+    @app.exception_handler(CaptureError)
+    async def capture_error(request: Request, exc: CaptureError) -> Response:
+        if not is_page(request):
+            return await capture_error_json(request, exc)
+        key = {404: "not_found", 403: "forbidden", 503: "index_away", 429: "account_locked"}.get(
+            exc.http_status, "bad_request" if exc.http_status < 500 else "internal_error"
+        )
+        audit_error(request, exc.http_status, str(exc))
+        detail = str(exc) if exc.http_status in (400, 503) else ""
+        return error_page(request, exc.http_status, key, detail)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_parameter(request: Request, exc: RequestValidationError) -> Response:
+        if not is_page(request):
+            return await bad_parameter_json(request, exc)
+        audit_error(request, 422, "bad parameter")
+        return error_page(request, 422, "bad_request")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if not is_page(request):
+            return await http_error_json(request, exc)
+        audit_error(request, exc.status_code, str(exc.detail))
+        return error_page(request, exc.status_code, "not_found" if exc.status_code == 404 else "bad_request")
 
     def safe_next(target: str | None) -> str:
         if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+            return "/search"
+        if any(ord(c) < 32 for c in target):
             return "/search"
         return target
 
     # -- log in / out ---------------------------------------------------------------------------
 
-    @app.get("/login", response_class=HTMLResponse, include_in_schema=False)
-    def login_page(request: Request, next: str = "/search", expired: str = "") -> Response:
+    def login_form(request: Request, status: int = 200, **context: Any) -> Response:
         nonce = secrets.token_urlsafe(24)
-        response = render(
-            request, "login.html", None, nonce=nonce, next=safe_next(next), expired=bool(expired)
-        )
+        response = render(request, "login.html", None, status, nonce=nonce, **context)
         response.set_cookie(LOGIN_COOKIE, nonce, max_age=3600, httponly=True, samesite="strict")
         return response
+
+    @app.get("/login", response_class=HTMLResponse, include_in_schema=False)
+    def login_page(request: Request, next: str = "/search", expired: str = "") -> Response:
+        return login_form(request, next=safe_next(next), expired=bool(expired))
 
     @app.post("/login", include_in_schema=False)
     def login(
@@ -177,37 +232,30 @@ def create_web_app(settings: Settings, svc: ArchiveService | None = None) -> Fas
         if not cookie or not hmac.compare_digest(cookie, csrf):
             raise WebError(400, "bad_request", "the log-in form is out of date; reload the page")
         try:
-            who = log_in(
-                service.store,
-                username,
-                password,
-                max_failures=settings.web.max_failed_logins,
-                lockout_minutes=settings.web.lockout_minutes,
-                via="web",
-            )
+            who = log_in(service.store, username, password, lockout, via="web")
+            session = start_session(service.store, who)
         except AccessDenied as exc:
-            nonce = secrets.token_urlsafe(24)
-            response = render(
+            locked = isinstance(exc, AccountLocked)
+            return login_form(
                 request,
-                "login.html",
-                None,
-                429 if isinstance(exc, AccountLocked) else 401,
-                nonce=nonce,
+                429 if locked else 401,
                 next=safe_next(next),
-                failed="login_locked" if isinstance(exc, AccountLocked) else "login_failed",
+                failed="login_locked" if locked else "login_failed",
                 minutes=settings.web.lockout_minutes,
             )
-            response.set_cookie(LOGIN_COOKIE, nonce, max_age=3600, httponly=True, samesite="strict")
-            return response
+        old = request.cookies.get(COOKIE)
+        if old:
+            end_session(service.store, old, "replaced by a new log-in")
         response = RedirectResponse(safe_next(next), status_code=303)
-        set_session(response, request, new_session(who.username))
+        set_session_cookie(response, request, session)
         response.delete_cookie(LOGIN_COOKIE)
         return response
 
     @app.post("/logout", include_in_schema=False)
     def logout(request: Request, who: Viewer, csrf: Annotated[str, Form(max_length=100)]) -> Response:
         check_csrf(request, csrf)
-        request.state.session = None
+        session: WebSession = request.state.session
+        end_session(service.store, session.token, "logged out")
         service.store.audit(who.username, "logout", "", {"via": "web"})
         response = RedirectResponse("/login", status_code=303)
         response.delete_cookie(COOKIE)
@@ -227,19 +275,25 @@ def create_web_app(settings: Settings, svc: ArchiveService | None = None) -> Fas
         repeat: Annotated[str, Form(max_length=1000)],
     ) -> Response:
         check_csrf(request, csrf)
-        problem = ""
+        session: WebSession = request.state.session
+        problem, status = "", 400
         if new != repeat:
             problem = "password_mismatch"
         elif len(new) < MIN_PASSWORD_LENGTH:
             problem = "password_too_short"
         else:
             try:
-                change_password(service.store, who.username, current, new)
-            except AccessDenied:
-                service.store.audit(who.username, "password.refused", who.username, {"via": "web"})
+                change_password(
+                    service.store, who.username, current, new, lockout, keep_session=session_id(session.token)
+                )
+            except AccountLocked:
+                problem, status = "account_locked", 429
+            except (AccessDenied, ConfigError):
                 problem = "current_password_wrong"
         if problem:
-            return render(request, "account.html", who, 400, problem=problem, min_length=MIN_PASSWORD_LENGTH)
+            return render(
+                request, "account.html", who, status, problem=problem, min_length=MIN_PASSWORD_LENGTH
+            )
         return RedirectResponse("/account?done=1", status_code=303)
 
     # -- searchers --------------------------------------------------------------------------------
@@ -252,16 +306,14 @@ def create_web_app(settings: Settings, svc: ArchiveService | None = None) -> Fas
     def search_page(request: Request, who: Viewer, q: str = "", page: int = 1) -> Response:
         filters = {f: request.query_params.get(f, "") for f in FILTERS if request.query_params.get(f)}
         result, problem = None, ""
-        page = max(1, min(page, 1000))
+        page = max(1, min(page, MAX_RESULT_PAGE))
         if q.strip():
             try:
                 result = service.search(
                     who, q, filters, limit=PER_PAGE, offset=(page - 1) * PER_PAGE, facets=True, via="web"
                 )
-            except (QueryError, Forbidden) as exc:
+            except QueryError as exc:
                 problem = str(exc)
-            except IndexUnavailable as exc:
-                raise WebError(503, "bad_request", str(exc)) from exc
         hits = []
         for hit in result.hits if result else []:
             pieces = split_at(hit.snippet, hit.highlights)
@@ -272,7 +324,7 @@ def create_web_app(settings: Settings, svc: ArchiveService | None = None) -> Fas
             params = {"q": q, **filters, "page": page, **changes}
             return "/search?" + urlencode({k: v for k, v in params.items() if v not in ("", None)})
 
-        pages = (result.total + PER_PAGE - 1) // PER_PAGE if result else 0
+        pages = min((result.total + PER_PAGE - 1) // PER_PAGE, MAX_RESULT_PAGE) if result else 0
         return render(
             request,
             "search.html",
@@ -289,10 +341,7 @@ def create_web_app(settings: Settings, svc: ArchiveService | None = None) -> Fas
 
     @app.get("/items/{archive_code}", response_class=HTMLResponse, include_in_schema=False)
     def item_page(request: Request, who: Viewer, archive_code: str, page: int = 0, q: str = "") -> Response:
-        try:
-            view = service.open_item(who, archive_code, via="web")
-        except NotFound as exc:
-            raise WebError(404, "not_found") from exc
+        view = service.open_item(who, archive_code, via="web")
         packaged = [p for p in view.pages if p["packaged"]]
         current_page = next((p for p in packaged if p["page"] == page), packaged[0] if packaged else None)
         terms = query_terms(q)[:16] if q and len(q) <= 200 else []
@@ -311,82 +360,57 @@ def create_web_app(settings: Settings, svc: ArchiveService | None = None) -> Fas
 
     @app.get("/items/{archive_code}/pdf", include_in_schema=False)
     def item_pdf(who: Viewer, archive_code: str) -> Response:
-        try:
-            path = service.pdf(who, archive_code, via="web")
-        except NotFound as exc:
-            raise WebError(404, "not_found") from exc
+        path = service.pdf(who, archive_code, via="web")
         return FileResponse(path, media_type="application/pdf", filename=path.name)
 
     @app.get("/items/{archive_code}/pages/{page}.png", include_in_schema=False)
     def item_png(who: Viewer, archive_code: str, page: int, size: str = "thumb") -> Response:
-        try:
-            png = service.page_image(
-                who, archive_code, page, "full" if size == "full" else "thumb", via="web"
-            )
-        except NotFound as exc:
-            raise WebError(404, "not_found") from exc
+        png = service.page_image(who, archive_code, page, "full" if size == "full" else "thumb", via="web")
         return FileResponse(png, media_type="image/png", headers={"Cache-Control": "private, max-age=300"})
 
     # -- QA staff -------------------------------------------------------------------------------
 
     @app.get("/qa", response_class=HTMLResponse, include_in_schema=False)
     def qa_queue(
-        request: Request, who: QaUser, batch: str = "", finding: str = "", older: int = 0
+        request: Request, who: Viewer, batch: str = "", finding: str = "", older: int = 0
     ) -> Response:
-        cases = service.store.cases("open")
-        kinds = Counter(f["code"] for c in cases for f in c.findings)
-        batches = sorted({c.batch_id for c in cases})
-        now = datetime.now(UTC)
-        rows = []
-        for case in cases:
-            opened = case.opened_at if case.opened_at.tzinfo else case.opened_at.replace(tzinfo=UTC)
-            age = now - opened
-            if batch and case.batch_id != batch:
-                continue
-            if finding and finding not in {f["code"] for f in case.findings}:
-                continue
-            if older and age < timedelta(days=older):
-                continue
-            rows.append({"case": case, "days": age.days, "codes": sorted({f["code"] for f in case.findings})})
+        try:
+            queue = service.qa_queue(who, batch=batch, finding=finding, older_days=older, via="web")
+        except QaError as exc:
+            raise WebError(400, "bad_request", str(exc)) from exc
         return render(
             request,
             "qa_list.html",
             who,
-            rows=rows,
-            total=len(cases),
-            kinds=sorted(kinds.items()),
-            batches=batches,
+            rows=queue.rows,
+            total=queue.total,
+            kinds=queue.kinds,
+            batches=queue.batches,
             batch=batch,
             finding=finding,
             older=older,
-            message=request.query_params.get("message", ""),
+            message=request.query_params.get("message", "")[:500],
         )
 
     @app.get("/qa/{archive_code}", response_class=HTMLResponse, include_in_schema=False)
-    def qa_case(request: Request, who: QaUser, archive_code: str) -> Response:
-        case = service.store.open_case(archive_code)
-        try:
-            view = service.open_item(who, archive_code, via="web-qa")
-        except NotFound as exc:
-            raise WebError(404, "not_found") from exc
-        entry = service.store.catalogue_entry(archive_code)
-        low = settings.verify.min_page_confidence
+    def qa_case(request: Request, who: Viewer, archive_code: str) -> Response:
+        shown = service.qa_case(who, archive_code, via="web")
         return render(
             request,
             "qa_case.html",
             who,
-            view=view,
-            case=case,
-            entry=entry,
-            low=low,
-            decisions=service.store.decisions(archive_code),
-            message=request.query_params.get("message", ""),
+            view=shown.view,
+            case=shown.case,
+            entry=shown.entry,
+            low=settings.verify.min_page_confidence,
+            decisions=shown.decisions,
+            message=request.query_params.get("message", "")[:500],
         )
 
     @app.post("/qa/{archive_code}/decide", include_in_schema=False)
     def qa_decide(
         request: Request,
-        who: QaUser,
+        who: Viewer,
         archive_code: str,
         action: Annotated[str, Form(max_length=20)],
         csrf: Annotated[str, Form(max_length=100)],
@@ -396,37 +420,25 @@ def create_web_app(settings: Settings, svc: ArchiveService | None = None) -> Fas
         check_csrf(request, csrf)
         lang = lang_of(request)
         try:
-            if action == "approve":
-                qa.approve(service.store, service.index, settings, archive_code, reason, who.username)
-            elif action == "rescan":
-                qa.rescan(service.store, service.index, settings, archive_code, reason, who.username)
-            elif action == "correct":
-                if pages is None:
-                    raise qa.QaError("a page count is required for a correction")
-                qa.correct(service.store, service.index, settings, archive_code, pages, reason, who.username)
-            else:
-                raise WebError(400, "bad_request", f"unknown action {action[:20]!r}")
+            service.decide(who, archive_code, action, reason, pages=pages, via="web")
+        except (NotFound, Forbidden):
+            raise
         except CaptureError as exc:
-            query = urlencode({"message": str(exc)})
+            query = urlencode({"message": str(exc)[:500]})
             return RedirectResponse(f"/qa/{archive_code}?{query}", status_code=303)
         done = translate(lang, "decided", code=archive_code, action=translate(lang, f"action_{action}"))
-        following = [c for c in service.store.cases("open") if c.archive_code != archive_code]
-        target = f"/qa/{following[0].archive_code}" if following else "/qa"
+        following = service.next_case(who, archive_code)
+        target = f"/qa/{following}" if following else "/qa"
         return RedirectResponse(f"{target}?{urlencode({'message': done})}", status_code=303)
 
     @app.get("/batches", response_class=HTMLResponse, include_in_schema=False)
-    def batches_page(request: Request, who: QaUser, all: int = 0) -> Response:
-        today = datetime.now(UTC).date()
-        rows = []
-        for row in sorted(service.store.batches(), key=lambda b: b.started_at, reverse=True):
-            started = row.started_at if row.started_at.tzinfo else row.started_at.replace(tzinfo=UTC)
-            if not all and started.date() != today:
-                continue
-            rows.append({"row": row, "totals": row.summary or {}})
-        waiting: list[str] = []
-        areas = watch.Areas(settings.watch_dir)
-        if areas.incoming.is_dir():
-            waiting = [p.name for p in watch.candidates(areas)]
-        return render(request, "batches.html", who, rows=rows, waiting=waiting, show_all=bool(all))
+    def batches_page(request: Request, who: Viewer, all: int = 0) -> Response:
+        overview = service.batch_overview(who, everything=bool(all), via="web")
+        return render(
+            request, "batches.html", who, rows=overview.rows, waiting=overview.waiting, show_all=bool(all)
+        )
 
     return app
+
+
+__all__ = ["COOKIE", "LOGIN_COOKIE", "create_web_app"]

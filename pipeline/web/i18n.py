@@ -68,6 +68,17 @@ MESSAGES: dict[str, dict[str, str]] = {
     "not_found": {"zh": "未找到该档案，或您无权查看", "en": "No such item, or not one you may see"},
     "forbidden": {"zh": "您的角色无权使用此页面", "en": "Your role may not use this page"},
     "bad_request": {"zh": "请求无效", "en": "The request is not valid"},
+    "internal_error": {
+        "zh": "系统内部错误，已记录；请联系管理员",
+        "en": "Something went wrong on our side; it was recorded. Please tell the administrator",
+    },
+    "index_away": {"zh": "检索服务暂时不可用", "en": "The search service is not available right now"},
+    "account_locked": {
+        "zh": "密码尝试次数过多，账户暂时锁定",
+        "en": "Too many password attempts; the account is locked for a while",
+    },
+    "failed": {"zh": "失败", "en": "failed"},
+    "died": {"zh": "处理进程中止", "en": "process died"},
     "qa_queue": {"zh": "质检队列", "en": "QA queue"},
     "open_cases": {"zh": "待处理 {n} 件", "en": "{n} open cases"},
     "batch": {"zh": "批次", "en": "Batch"},

@@ -1,0 +1,110 @@
+"""The one access decision: may this person see, or act on, this item?
+
+Every route asks here: search (as a filter the backend applies inside its own query), the
+item record, the PDF, page images and thumbnails, the QA queue, case pages and decisions,
+batch pages, the CLI, the web pages and the API. The facts it weighs are the item's security
+level (from the catalogue as it is now), its fonds, whether QA holds it back, and the person's
+role, clearance and fonds. An item outside a person's reach is answered exactly like an item
+that does not exist.
+
+    action       searcher        qa / admin
+    view         passed QA       any state      } and always: level <= clearance,
+    download     passed QA       any state      }             fonds allowed
+    page         passed QA       any state      }
+    qa.view      never           any state      }
+    qa.decide    never           any state      }
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from pipeline.errors import Forbidden
+from pipeline.security import HIGHEST, Access, fonds_of, level_name, rank
+from pipeline.store import Store
+
+ROLES = ("searcher", "qa", "admin")
+
+
+class Action(StrEnum):
+    VIEW = "view"
+    DOWNLOAD = "download"
+    PAGE = "page"
+    QA_VIEW = "qa.view"
+    QA_DECIDE = "qa.decide"
+
+
+QA_ACTIONS = frozenset({Action.QA_VIEW, Action.QA_DECIDE})
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is asking, and what they may reach."""
+
+    username: str
+    role: str
+    clearance: int
+    fonds: tuple[str, ...]
+    display_name: str = ""
+    user_id: str = ""
+
+    @property
+    def is_qa(self) -> bool:
+        return self.role in ("qa", "admin")
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+    def describe(self) -> str:
+        where = ", ".join(self.fonds) if self.fonds else "all fonds"
+        return f"{self.username} ({self.role}, cleared to {level_name(self.clearance)}, {where})"
+
+
+def operator(name: str) -> Principal:
+    """The person at the server's own command line: an administrator with every level and fonds."""
+    return Principal(name, "admin", HIGHEST, ())
+
+
+@dataclass(frozen=True)
+class ItemFacts:
+    """What access to one item depends on."""
+
+    archive_code: str
+    security_rank: int
+    fonds: str
+    visible: bool  # passed QA: searchers may see it
+
+
+def item_facts(store: Store, archive_code: str) -> ItemFacts | None:
+    """The facts of a packaged item, from the state store as it is now; None if there is no package."""
+    row = store.item(archive_code)
+    if row is None or row.pdf_sha256 is None:
+        return None
+    entry = store.catalogue_entry(archive_code)
+    level = entry.security_level if entry is not None else ""  # unknown to the catalogue: highest
+    return ItemFacts(archive_code, rank(level), fonds_of(archive_code), bool(row.visible))
+
+
+def permits(who: Principal, facts: ItemFacts, action: Action) -> bool:
+    if action in QA_ACTIONS and not who.is_qa:
+        return False
+    if facts.security_rank > who.clearance:
+        return False
+    if who.fonds and facts.fonds not in who.fonds:
+        return False
+    if action in QA_ACTIONS:
+        return True
+    return facts.visible or who.is_qa
+
+
+def search_access(who: Principal, *, include_held: bool = False) -> Access:
+    """The same rules as `permits`, as the filter a search backend applies inside its query."""
+    if include_held and not who.is_qa:
+        raise Forbidden("only QA staff may search items held for QA")
+    return Access(who.clearance, who.fonds, see_held=include_held)
+
+
+def reaches_fonds(who: Principal, archive_code: str) -> bool:
+    return not who.fonds or fonds_of(archive_code) in who.fonds

@@ -1,0 +1,63 @@
+"""What every `capture` command shares: the Typer apps, the consoles, settings and the acting user."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from pipeline.settings import Settings, load_settings
+
+app = typer.Typer(
+    help="Archive Capture: scanned batches to validated, searchable PDF/A items.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+catalogue_app = typer.Typer(help="Catalogue (归档目录) commands.", no_args_is_help=True)
+app.add_typer(catalogue_app, name="catalogue")
+qa_app = typer.Typer(help="QA (质检) queue: list, show and decide cases.", no_args_is_help=True)
+app.add_typer(qa_app, name="qa")
+user_app = typer.Typer(
+    help="Accounts: roles, clearances, passwords, API tokens, sessions.", no_args_is_help=True
+)
+app.add_typer(user_app, name="user")
+audit_app = typer.Typer(help="The audit log: check that no row was changed or removed.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit-log")
+
+# Piped output (CI logs, `make run | tee`) gets a readable width instead of Rich's 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 132)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 132)
+
+
+def settings() -> Settings:
+    """The settings, checked; a ConfigError names the key or file that is wrong."""
+    return load_settings()
+
+
+def working_settings() -> Settings:
+    """Settings for a command that writes: the home folder made (owner-only), and every temporary
+    file of this process and its children kept inside it."""
+    from pipeline.tempfiles import use_private_tmp
+
+    config = load_settings()
+    config.ensure_dirs()
+    use_private_tmp(config.home_dir)
+    return config
+
+
+def acting_user(user: str | None = None) -> str:
+    """Who runs the command: --user, else CAPTURE_USER, else the login name."""
+    return user or os.environ.get("CAPTURE_USER") or os.environ.get("USER") or "unknown"
+
+
+BackendOption = Annotated[
+    str | None, typer.Option("--backend", help="sqlite or elasticsearch (default: index.backend)")
+]
+AsUserOption = Annotated[
+    str | None,
+    typer.Option("--as-user", help="Act as this account: its role, clearance and fonds apply"),
+]

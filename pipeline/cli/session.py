@@ -1,0 +1,55 @@
+"""Who a command acts as, and the service it acts through (the same one the web and API use)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from pipeline.access import Principal, operator
+from pipeline.cli.common import acting_user
+from pipeline.errors import AccessDenied
+from pipeline.settings import Settings
+
+if TYPE_CHECKING:  # the service pulls in the page and packaging stack: imported when used
+    from pipeline.service import ArchiveService
+
+
+def principal(service: ArchiveService, as_user: str | None, *, strict: bool = True) -> Principal:
+    """The account named by --as-user (its role, clearance and fonds), else the operator:
+    the person at the server's own command line, an administrator of every level and fonds.
+
+    With `strict` False (the QA commands' --user, which names who decides), a name that is
+    no account is the operator recorded under that name; a name that is an account always
+    brings that account's reach, so no record can claim a person decided beyond it."""
+    from pipeline.users import principal_of
+
+    if not as_user:
+        name = acting_user()
+        row = service.store.user(name)
+        return principal_of(row) if row is not None and not row.disabled else operator(name)
+    row = service.store.user(as_user)
+    if row is None and not strict:
+        return operator(as_user)
+    if row is None or row.disabled:
+        service.store.audit(acting_user(), "cli.refused", as_user[:100], {"why": "no active account"})
+        raise AccessDenied(f"no active user {as_user!r} (see `capture user list`)")
+    return principal_of(row)
+
+
+@contextmanager
+def archive_service(settings: Settings, backend: str | None = None) -> Iterator[ArchiveService]:
+    from pipeline.index import open_backend
+    from pipeline.service import ArchiveService
+    from pipeline.store import Store
+
+    store = Store(settings.state_url)
+    try:
+        service = ArchiveService(settings, store, open_backend(settings, backend))
+    except BaseException:
+        store.close()
+        raise
+    try:
+        yield service
+    finally:
+        service.close()
