@@ -220,3 +220,42 @@ def test_a_reclassified_item_leaves_search_before_the_import_returns(home, tmp_p
         assert INTERNAL_ITEM in _found(service, "boss", POLICY)
     finally:
         service.close()
+
+
+def test_a_level_nobody_recognises_hides_its_item_and_the_batch_goes_on(tmp_path, samples_module, prefect_harness) -> None:  # type: ignore[no-untyped-def]
+    """'²' (or any value an older version stored) ranks highest: no crash, no lower level."""
+    from pipeline.flows.batch import run_batch
+    from pipeline.models import CatalogueEntry
+
+    batch = tmp_path / "batch"
+    texts = {"L-0001": "上标密级的档案", "L-0002": "后面的内部档案", "L-0003": "最后的公开档案"}
+    for n, (code, text) in enumerate(texts.items()):
+        (batch / code).mkdir(parents=True)
+        samples_module.render_page("业务单", [text], [], size_mm=(148, 105), seed=n).save(
+            batch / code / "0001.png", dpi=(300, 300)
+        )
+    settings = make_settings(tmp_path / "home")
+    store = Store(settings.state_url)
+    levels = {"L-0001": "²", "L-0002": "内部", "L-0003": ""}
+    store.import_catalogue(
+        [CatalogueEntry(code, 1, security_level=level) for code, level in levels.items()], "old-version"
+    )
+    save_user(store, "clerk", role="searcher", clearance="机密")
+    save_user(store, "boss", role="searcher", clearance="绝密")
+    store.close()
+    report = run_batch(batch, settings)
+    assert [i["archive_code"] for i in report["items"]] == list(texts)
+    assert all(i["verdict"] == "passed" for i in report["items"])
+    service = ArchiveService(settings)
+    try:
+        assert service.store.batch(report["batch_id"]).status == "done"  # type: ignore[union-attr]
+        clerk, boss = _who(service, "clerk"), _who(service, "boss")
+        for code in ("L-0001", "L-0003"):  # '²' and an empty cell: both 绝密
+            with pytest.raises(NotFound):
+                service.open_item(clerk, code, via="test")
+            assert service.open_item(boss, code, via="test").archive_code == code
+        assert service.open_item(clerk, "L-0002", via="test").archive_code == "L-0002"
+        assert _found(service, "clerk", "档案") == {"L-0002"}
+        assert _found(service, "boss", "档案") == set(texts)
+    finally:
+        service.close()

@@ -191,8 +191,26 @@ def test_no_user_reaches_an_item_above_their_clearance_by_url(browser, site) -> 
     assert response and "未找到该档案" in page.inner_text("main")
     response = page.goto(site + "/qa")
     assert response and response.status == 403  # a searcher is not QA staff
+    assert "script-src 'none'" in response.headers["content-security-policy"]
     shot(page, "07-not-permitted")
     context.close()
+
+
+def test_refusals_on_pages_are_audited(browser, site, site_home) -> None:  # type: ignore[no-untyped-def]
+    context, page = log_in(browser, site, "low")
+    for path in ("/qa", "/batches", f"/qa/{HELD_ITEM}"):
+        response = page.goto(site + path)
+        assert response and response.status == 403, path
+    context.close()
+    store = Store(make_settings(site_home).state_url)
+    try:
+        errors = [(r.user, r.target, r.details["status"]) for r in store.audit_log("http.error")]
+        refusals = [(r.user, r.action) for r in store.audit_log() if r.action.endswith(".refused")]
+    finally:
+        store.close()
+    for path in ("/qa", "/batches", f"/qa/{HELD_ITEM}"):
+        assert ("low", path, 403) in errors
+    assert ("low", "qa.queue.refused") in refusals and ("low", "batches.refused") in refusals
 
 
 def test_hostile_ocr_text_stays_text(browser, site) -> None:  # type: ignore[no-untyped-def]

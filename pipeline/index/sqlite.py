@@ -28,6 +28,7 @@ from pipeline.index.base import (
 )
 from pipeline.index.snippets import make_snippet
 from pipeline.security import fonds_of, rank
+from pipeline.store.base import owner_only
 
 SCHEMA_VERSION = 2
 _SCHEMA = """
@@ -80,6 +81,7 @@ class SqliteIndex:
     def __init__(self, path: Path, *, snippet_chars: int = 30) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        owner_only(self.path)  # page texts, policy numbers, names: readable by the owner only
         self.snippet_chars = snippet_chars
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
