@@ -14,6 +14,7 @@
      │    ├── AccountLocked           7   429   too many failed password checks; locked for a while
      │    └── Forbidden               7   403   the role does not allow the request at all
      ├── NotFound                     9   404   no such item, or none this user may reach (same answer)
+     │    └── PageNotFound            9   404   the item has no such page in its PDF
      ├── AuditChainBroken            10    -    `capture audit-log verify` found a changed or missing row
      ├── PageReadError                -    -    one page file cannot be decoded (becomes a finding)
      │    └── PageTooLarge            -    -    its header promises more pixels than allowed (a finding)
@@ -97,6 +98,10 @@ class NotFound(CaptureError):
 
     exit_code = 9
     http_status = 404
+
+
+class PageNotFound(NotFound):
+    """The item exists but has no such page (or the page holds no image)."""
 
 
 class AuditChainBroken(CaptureError):

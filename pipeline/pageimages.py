@@ -11,14 +11,10 @@ import uuid
 from pathlib import Path
 from typing import Any, Literal
 
-from pipeline.errors import CaptureError
+from pipeline.errors import PageNotFound
 
 Size = Literal["thumb", "full"]
 THUMB_WIDTH = 320
-
-
-class PageNotFound(CaptureError):
-    pass
 
 
 def packaged_pages(record: dict[str, Any]) -> list[int]:
