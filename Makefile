@@ -10,7 +10,7 @@ APT_PACKAGES = tesseract-ocr tesseract-ocr-chi-sim tesseract-ocr-chi-tra tessera
 TEST_APT_PACKAGES = postgresql chromium chromium-driver
 SUDO        := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test setup system lint samples bench clean-home serve
+.PHONY: run test setup system lint samples bench clean-home serve cluster cluster-down
 
 setup: system $(VENV)/.installed
 
@@ -57,6 +57,15 @@ bench: setup
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ghostscript >/dev/null; }
 	$(VENV)/bin/pip install -q -e ".[dev,bench]"
 	$(VENV)/bin/python -m benchmarks.run
+
+# A throwaway cluster on this machine: PostgreSQL, a Prefect server, work pools, a control worker,
+# two OCR workers, osmem-server for Elasticsearch, a server-mode watcher and the web interface.
+cluster: EXTRA_APT = postgresql
+cluster: setup
+	$(VENV)/bin/python -m pipeline.devcluster up cluster-home
+
+cluster-down:
+	@if [ -x $(VENV)/bin/python ]; then $(VENV)/bin/python -m pipeline.devcluster down cluster-home; fi
 
 clean-home:
 	rm -rf capture-home

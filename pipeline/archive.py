@@ -6,13 +6,23 @@
     <archive>/<档号>/decisions.jsonl         QA decisions, one JSON object per line
     <archive>/.staging/<档号>.<random>/      a package being written (renamed into place)
     <archive>/.superseded/<档号>.<time>/     earlier packages of an item, never deleted
+    <archive>/.damaged/<档号>.<time>/        a damaged package set aside by `capture repair`
+    <archive>/.disposed/<档号>.json          the tombstone of a destroyed item (read-only)
 
+Package files are read-only once in place (decisions.jsonl, the append-only QA history beside
+them, excepted); folders stay writable, so superseding, repair and disposal move or remove
+whole packages. Every archive root (the primary and each registered copy) has this layout.
 Archive codes are checked (pipeline.intake.validate_archive_code) before they become paths.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import shutil
+import stat
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +34,9 @@ MANIFEST_NAME = "manifest-sha256.txt"
 DECISIONS_NAME = "decisions.jsonl"
 STAGING = ".staging"
 SUPERSEDED = ".superseded"
+DAMAGED = ".damaged"
+DISPOSED = ".disposed"
+APPEND_ONLY = frozenset({DECISIONS_NAME})  # package files that stay writable (not in the manifest)
 
 
 def pdf_name(archive_code: str) -> str:
@@ -57,6 +70,87 @@ class ArchiveLayout:
     def superseded(self) -> Path:
         return self.root / SUPERSEDED
 
+    @property
+    def damaged(self) -> Path:
+        return self.root / DAMAGED
+
+    @property
+    def disposed(self) -> Path:
+        return self.root / DISPOSED
+
+    def tombstone(self, archive_code: str) -> Path:
+        return self.disposed / f"{validate_archive_code(archive_code)}.json"
+
+    def superseded_of(self, archive_code: str) -> list[Path]:
+        """The item's earlier packages kept in .superseded/, oldest first."""
+        if not self.superseded.is_dir():
+            return []
+        prefix = validate_archive_code(archive_code) + "."
+        return sorted(p for p in self.superseded.iterdir() if p.name.startswith(prefix) and p.is_dir())
+
+    def package_codes(self) -> list[str]:
+        """The names of the current package folders (dot-folders hold everything else)."""
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
     def read_record(self, archive_code: str) -> dict[str, Any]:
         data: dict[str, Any] = json.loads(self.record(archive_code).read_text(encoding="utf-8"))
         return data
+
+
+def read_manifest(path: Path) -> dict[str, str]:
+    """file name -> SHA-256 from a manifest (`sha256sum` format); ValueError for a line that is not one."""
+    entries: dict[str, str] = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        digest, sep, name = line.partition("  ")
+        name = name.removeprefix("*")
+        if not sep or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            raise ValueError(f"line {number} is not '<sha256>  <file>'")
+        if not name or "/" in name or "\\" in name or name in (".", ".."):
+            raise ValueError(f"line {number} names {name[:80]!r}, not a file of the package")
+        entries[name] = digest
+    return entries
+
+
+def sha256_of(path: Path) -> tuple[str, int]:
+    """The file's SHA-256 and size, read once."""
+    with path.open("rb") as handle:
+        digest = hashlib.file_digest(handle, "sha256").hexdigest()
+        return digest, handle.tell()
+
+
+def make_read_only(folder: Path) -> None:
+    """Take the write bits off every package file under `folder` (not off decisions.jsonl)."""
+    for path in folder.rglob("*"):
+        if path.is_file() and not path.is_symlink() and path.name not in APPEND_ONLY:
+            mode = stat.S_IMODE(path.stat().st_mode)
+            os.chmod(path, mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a package folder whose files are read-only (a folder made read-only is opened up first)."""
+
+    def retry(function: Any, name: str, _exc: Any) -> None:
+        parent = Path(name).parent
+        os.chmod(parent, stat.S_IMODE(parent.stat().st_mode) | stat.S_IWUSR | stat.S_IXUSR)
+        function(name)
+
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path, onerror=retry)
+
+
+def write_read_only(path: Path, data: bytes) -> None:
+    """Write a file atomically (temporary name, fsync, rename) and make it read-only."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    with tmp.open("wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.chmod(tmp, 0o444)
+    os.replace(tmp, path)

@@ -196,9 +196,9 @@ def record_failure(settings: Settings, batch_id: str, batch_dir: Path, status: s
     that were finished before (they stay archived)."""
     from datetime import UTC, datetime
 
-    from pipeline.store import Store
+    from pipeline.store import open_store
 
-    store = Store(settings.state_url)
+    store = open_store(settings)
     try:
         done = [
             {"archive_code": row.archive_code, "verdict": row.verdict, "pages": row.pages}

@@ -21,8 +21,10 @@ pipeline.watch), so they cannot drift apart:
 Catalogue rows then follow these rules: the archive code must be safe as a file name
 (pipeline.intake), used once; 页数 is a whole number of ASCII digits up to MAX_PAGE_COUNT; 密级,
 when given, must name a level (pipeline.security) and is stored in its canonical Chinese form,
-while an empty 密级 stays empty and counts as the highest level (绝密); every field fits its
-column in the state database (FIELD_MAX_CHARS).
+while an empty 密级 stays empty and counts as the highest level (绝密); 合同终止日期 and 形成日期
+(the dates retention counts from), when given, must be calendar dates (2015-06-30, 2015/6/30,
+2015年6月30日, 20150630, or an XLSX date cell) and are stored as YYYY-MM-DD; every field fits
+its column in the state database (FIELD_MAX_CHARS).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import csv
 import re
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 
 from pipeline.errors import CatalogueError, UnsafeNameError
@@ -57,6 +60,8 @@ FIELD_MAX_CHARS: dict[str, int] = {
     "retention": 50,
     "security_level": 50,
     "box": 50,
+    "contract_end_date": 40,
+    "creation_date": 40,
 }
 XLSX_SUFFIXES = (".xlsx", ".xlsm")
 CSV_SUFFIXES = (".csv", ".txt", ".tsv")
@@ -87,11 +92,36 @@ HEADERS: dict[str, tuple[str, ...]] = {
     "box": ("盒号", "盒號", "box", "box number"),
     "remarks": ("备注", "備註", "remarks", "notes"),
     "title": ("题名", "題名", "title"),
+    "contract_end_date": (
+        "合同终止日期",
+        "合同終止日期",
+        "终止日期",
+        "contract end date",
+        "contract_end_date",
+        "contract end",
+    ),
+    "creation_date": (
+        "形成日期",
+        "文件形成日期",
+        "creation date",
+        "creation_date",
+        "date of creation",
+        "created",
+    ),
+}
+DATE_NAMES = {
+    "contract_end_date": "contract end date (合同终止日期)",
+    "creation_date": "creation date (形成日期)",
 }
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")  # C0/C1 controls but tab, CR, LF
 _LINE_BREAK = re.compile(r"[\r\n\u2028\u2029]")
 _WHOLE_NUMBER = re.compile(r"([0-9]+)(?:\.0*)?")  # "3", "003", "3.0" (as spreadsheets export)
+# 2015-06-30, 2015/6/30, 2015.06.30, 2015年6月30日, an XLSX date cell (2015-06-30 00:00:00), 20150630
+_DATE = re.compile(
+    r"([0-9]{4})\s*[-/.年]\s*([0-9]{1,2})\s*[-/.月]\s*([0-9]{1,2})\s*日?(?:[ T][0-9:.]+)?"
+    r"|([0-9]{4})([0-9]{2})([0-9]{2})"
+)
 _EDGE_SPACE = " \t\u3000\u00a0"  # stripped from cells; line breaks are not (they are reported)
 _DELIMITERS = (",", "\t", ";")  # on a tie, the earlier wins
 _CHUNK = 1 << 20
@@ -450,7 +480,30 @@ def _entry(row: TableRow, labels: dict[str, str], seen: dict[str, int]) -> Catal
                 code,
             )
         fields["security_level"] = level
+    for name, label in DATE_NAMES.items():
+        raw_date = values.get(name, "")
+        if raw_date:
+            parsed = parse_date(raw_date)
+            if parsed is None:
+                return RowProblem(
+                    row.number,
+                    f"{label} {_quoted(raw_date)} is not a date; write it as YYYY-MM-DD (e.g. 2015-06-30)",
+                    code,
+                )
+            fields[name] = parsed.isoformat()
     return CatalogueEntry(archive_code=code, page_count=pages, **fields)
+
+
+def parse_date(text: str) -> date | None:
+    """A calendar date written as the catalogues write them (see _DATE); None when it is not one."""
+    found = _DATE.fullmatch(text.strip())
+    if found is None:
+        return None
+    year, month, day = (int(g) for g in (found.groups()[:3] if found.group(1) else found.groups()[3:]))
+    try:
+        return date(year, month, day)
+    except ValueError:  # 2015-02-30, month 13...
+        return None
 
 
 def _page_count(text: str) -> int | str:

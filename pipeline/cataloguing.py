@@ -13,7 +13,7 @@ from pathlib import Path
 from pipeline.catalog import read_catalogue
 from pipeline.models import CatalogueLoad
 from pipeline.settings import Settings
-from pipeline.store import Store
+from pipeline.store import Store, open_store
 
 
 @dataclass
@@ -30,7 +30,7 @@ def import_catalogue(
     """Read, write and re-index what changed; rejected rows are in `loaded.problems`."""
     loaded = read_catalogue(path)
     own = store is None
-    db = store or Store(settings.state_url)
+    db = store or open_store(settings)
     try:
         result = db.import_catalogue(loaded.entries, str(path))
         outcome = ImportOutcome(loaded, result.count)

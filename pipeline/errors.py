@@ -10,12 +10,18 @@
      │    └── BatchDied               4    -    the process running a batch died, every attempt
      ├── QaError                      5   400   a QA decision cannot be made (no open case, no reason)
      ├── IndexUnavailable             6   503   the search backend is unreachable after retries
+     ├── PrefectUnavailable          11   503   server mode: the Prefect server is unreachable or refuses
      ├── AccessDenied                 7   401   unknown user, wrong token or password, ended session
      │    ├── AccountLocked           7   429   too many failed password checks; locked for a while
      │    └── Forbidden               7   403   the role does not allow the request at all
      ├── NotFound                     9   404   no such item, or none this user may reach (same answer)
      │    └── PageNotFound            9   404   the item has no such page in its PDF
      ├── AuditChainBroken            10    -    `capture audit-log verify` found a changed or missing row
+     ├── FixityFailed                11    -    a package file is damaged, missing or unexpected
+     │    ├── RepairRefused          11    -    the copy to repair from is damaged too (nothing changed)
+     │    └── BagInvalid             11    -    a handover bag does not validate (a file changed or is gone)
+     ├── DisposalError               12   409   a disposal step is not allowed (not approved, two-person rule)
+     ├── AccessRequestError          13   400   an access request cannot be made or decided as asked
      ├── PageReadError                -    -    one page file cannot be decoded (becomes a finding)
      │    └── PageTooLarge            -    -    its header promises more pixels than allowed (a finding)
      ├── OcrError                     -    -    an OCR engine failed on a page (a finding)
@@ -76,6 +82,13 @@ class IndexUnavailable(CaptureError):
     http_status = 503
 
 
+class PrefectUnavailable(CaptureError):
+    """Server mode: the Prefect server could not be reached or refused a request."""
+
+    exit_code = 11
+    http_status = 503
+
+
 class AccessDenied(CaptureError):
     exit_code = 7
     http_status = 401
@@ -106,6 +119,34 @@ class PageNotFound(NotFound):
 
 class AuditChainBroken(CaptureError):
     exit_code = 10
+
+
+class FixityFailed(CaptureError):
+    """A fixity check, a replication or a repair found a damaged, missing or unexpected file."""
+
+    exit_code = 11
+
+
+class RepairRefused(FixityFailed):
+    """The copy a repair would restore from does not match the manifest or the state store either."""
+
+
+class BagInvalid(FixityFailed):
+    """A BagIt handover bag fails bagit's own validation."""
+
+
+class DisposalError(CaptureError):
+    """A disposal list step is not allowed: not approved, already closed, the two-person rule..."""
+
+    exit_code = 12
+    http_status = 409
+
+
+class AccessRequestError(CaptureError):
+    """An access request cannot be made or decided as asked (no purpose, already decided...)."""
+
+    exit_code = 13
+    http_status = 400
 
 
 class PageReadError(CaptureError):

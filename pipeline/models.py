@@ -10,7 +10,12 @@ from typing import Any
 
 @dataclass(frozen=True)
 class CatalogueEntry:
-    """One row of the 归档目录: one item."""
+    """One row of the 归档目录: one item.
+
+    The two retention start dates (合同终止日期, 形成日期) are ISO dates (YYYY-MM-DD) or empty.
+    `to_dict` leaves them out while they are empty, so the records and input keys of items
+    catalogued without them stay exactly as they were before the dates existed.
+    """
 
     archive_code: str
     page_count: int
@@ -24,9 +29,18 @@ class CatalogueEntry:
     box: str = ""
     remarks: str = ""
     title: str = ""
+    contract_end_date: str = ""  # 合同终止日期
+    creation_date: str = ""  # 形成日期
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        for name in DATE_FIELDS:
+            if not data[name]:
+                del data[name]
+        return data
+
+
+DATE_FIELDS = ("contract_end_date", "creation_date")
 
 
 @dataclass(frozen=True)

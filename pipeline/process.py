@@ -39,6 +39,7 @@ from pipeline.models import (
     Verdict,
 )
 from pipeline.ocr import OcrEngine, create_engine
+from pipeline.ocr.identity import engine_identity
 from pipeline.pages import (
     FileProblem,
     LoadedPage,
@@ -58,10 +59,13 @@ MANIFEST_NAME = "manifest-sha256.txt"
 
 
 def settings_fingerprint(settings: Settings) -> str:
-    """Hash of the settings that shape page and package results."""
+    """Hash of the settings that shape page and package results, and of the OCR engine's identity
+    (its model files' SHA-256 and package versions): a batch read again with another engine or
+    other model files is recognised again, not taken from the cache."""
     shaping = {
         "imaging": settings.imaging.model_dump(exclude={"keep_work_images", "max_file_mb"}),
         "ocr": settings.ocr.model_dump(exclude={"workers", "tesseract_timeout"}),
+        "ocr_engine": engine_identity(settings.ocr),
         "package": settings.package.model_dump(),
         "version": __version__,
     }
@@ -203,17 +207,40 @@ def process_page(
     cache_dir: Path,
 ) -> PageResult:
     """Read, clean and OCR one page from its snapshot, or take the cached result for the same
-    bytes (the snapshot's SHA-256), frame and settings."""
-    key = page_key(page.sha256, page.frame, settings_fingerprint(settings))
-    cached = cache_dir / f"{key}_page.json"
-    hit = _cached_page(cached)
+    bytes (the snapshot's SHA-256), frame and settings. The flow runs the same steps as tasks."""
+    hit = cached_page(page, seq, settings, cache_dir)
     if hit is not None:
-        return _as_requested(hit, page, seq)
+        return hit
+    result, loaded = read_step(page, seq, settings, cache_dir)
+    if loaded is None:
+        return result
+    with pool.engine() as engine:
+        cleaned = clean_step(loaded, result, settings, pool.judges(engine))
+        del loaded
+        return recognise_step(cleaned, result, engine, settings, cache_dir)
+
+
+def _cache_path(page: PlannedPage, settings: Settings, cache_dir: Path) -> tuple[str, Path]:
+    key = page_key(page.sha256, page.frame, settings_fingerprint(settings))
+    return key, cache_dir / f"{key}_page.json"
+
+
+def cached_page(page: PlannedPage, seq: int, settings: Settings, cache_dir: Path) -> PageResult | None:
+    """The page's result from an earlier run on the same bytes, frame and settings, if any."""
+    hit = _cached_page(_cache_path(page, settings, cache_dir)[1])
+    return None if hit is None else _as_requested(hit, page, seq)
+
+
+def read_step(
+    page: PlannedPage, seq: int, settings: Settings, cache_dir: Path
+) -> tuple[PageResult, LoadedPage | None]:
+    """Decode the page from its snapshot with its DPI; a page that cannot be read (or is too
+    large) comes back as a result with its error, and no pixels."""
     result = _as_requested(PageResult(seq=seq, source="", frame=0, source_sha256=""), page, seq)
     if not page.snapshot.path.is_file():
         # says nothing about the bytes, so it is not cached under their hash
         result.error = "its private copy in the work folder is gone (was the work folder cleaned?)"
-        return result
+        return result, None
     imaging_settings = settings.imaging
     try:
         loaded = read_page(
@@ -224,34 +251,48 @@ def process_page(
     except PageReadError as exc:
         result.error = str(exc)
         result.error_code = "page_too_large" if isinstance(exc, PageTooLarge) else "unreadable_file"
-        _write_json_atomic(cached, _page_to_json(result))
-        return result
+        _write_json_atomic(_cache_path(page, settings, cache_dir)[1], _page_to_json(result))
+        return result, None
     result.dpi = loaded.dpi or imaging_settings.default_dpi
     result.dpi_assumed = loaded.dpi is None
     result.image_format = _image_format(loaded)
-    with pool.engine() as engine:
-        cleaned = imaging.clean_page(
-            loaded.pixels,
-            result.dpi,
-            max_skew=imaging_settings.max_skew_deg,
-            detect_orientation=imaging_settings.detect_orientation,
-            crop_borders=imaging_settings.crop_borders,
-            blank_threshold=imaging_settings.blank_ink_ratio,
-            judges=pool.judges(engine),
-        )
-        del loaded
-        if not cleaned.blank:
-            result.ocr = engine.recognise(cleaned.image)
-            result.confidence = result.ocr.mean_confidence
+    return result, loaded
+
+
+def clean_step(
+    loaded: LoadedPage, result: PageResult, settings: Settings, judges: tuple[imaging.UpDownJudge, ...]
+) -> imaging.CleanedPage:
+    """Upright, deskew, crop the borders, test for blankness (imaging.clean_page)."""
+    imaging_settings = settings.imaging
+    cleaned = imaging.clean_page(
+        loaded.pixels,
+        result.dpi or imaging_settings.default_dpi,
+        max_skew=imaging_settings.max_skew_deg,
+        detect_orientation=imaging_settings.detect_orientation,
+        crop_borders=imaging_settings.crop_borders,
+        blank_threshold=imaging_settings.blank_ink_ratio,
+        judges=judges,
+    )
     result.rotation, result.skew_deg = cleaned.rotation, cleaned.skew_deg
     result.orientation_method, result.blank = cleaned.orientation_method, cleaned.blank
     result.height, result.width = cleaned.image.shape[:2]
+    return cleaned
+
+
+def recognise_step(
+    cleaned: imaging.CleanedPage, result: PageResult, engine: OcrEngine, settings: Settings, cache_dir: Path
+) -> PageResult:
+    """OCR a page that is not blank, keep its cleaned image for packaging, cache the result."""
+    if not cleaned.blank:
+        result.ocr = engine.recognise(cleaned.image)
+        result.confidence = result.ocr.mean_confidence
+    key = page_key(result.source_sha256, result.frame, settings_fingerprint(settings))
     result.image_path = str(
         package.encode_page_image(
             cleaned.image, result.image_format, cache_dir / f"{key}_clean", settings.package.jpeg_quality
         )
     )
-    _write_json_atomic(cached, _page_to_json(result))
+    _write_json_atomic(cache_dir / f"{key}_page.json", _page_to_json(result))
     return result
 
 
@@ -359,19 +400,21 @@ def item_from_record(record: dict[str, Any], folder: Path) -> ItemResult:
     )
 
 
-def software_versions() -> dict[str, str]:
+def software_versions(settings: Settings | None = None) -> dict[str, Any]:
+    """Versions of the software that made a package and, given the settings, the OCR engine that
+    read it: engine, runtime, and each model file with its package and SHA-256."""
     names = [
-        "rapidocr-openvino",
+        "rapidocr",
         "openvino",
-        "rapidocr-onnxruntime",
         "onnxruntime",
+        "rapidocr-onnxruntime",
         "pytesseract",
         "pikepdf",
         "opencv-python-headless",
         "opencc",
         "prefect",
     ]
-    versions = {"archive-capture": __version__}
+    versions: dict[str, Any] = {"archive-capture": __version__}
     for name in names:
         try:
             versions[name] = version(name)
@@ -382,6 +425,8 @@ def software_versions() -> dict[str, str]:
         import pytesseract
 
         versions["tesseract"] = str(pytesseract.get_tesseract_version())
+    if settings is not None:
+        versions["ocr"] = engine_identity(settings.ocr)
     return versions
 
 
@@ -395,7 +440,20 @@ def package_item(
     settings: Settings,
     expected: bool | None = None,
 ) -> ItemResult:
-    """Verify the item, write its PDF/A and record into a staging folder, then move it into place."""
+    """Verify the item, then package it (both steps below)."""
+    item = verify_item(archive_code, entry, pages, file_problems, settings, expected)
+    return package_verified(item, input_key, batch_id, settings)
+
+
+def verify_item(
+    archive_code: str,
+    entry: CatalogueEntry | None,
+    pages: list[PageResult],
+    file_problems: list[FileProblem],
+    settings: Settings,
+    expected: bool | None = None,
+) -> ItemResult:
+    """The item with its findings: files, sources that changed, pages, the catalogue, the manifest."""
     item = ItemResult(archive_code, entry, pages=sorted(pages, key=lambda p: p.seq))
     item.findings = (
         verify.check_files(file_problems)
@@ -404,6 +462,13 @@ def package_item(
         + verify.check_catalogue(archive_code, entry, item.pages)
         + verify.check_manifest(archive_code, expected)
     )
+    return item
+
+
+def package_verified(item: ItemResult, input_key: str, batch_id: str, settings: Settings) -> ItemResult:
+    """Write the verified item's PDF/A, record and manifest into a staging folder, validate, then
+    move it into place (an earlier package is kept aside). No readable page: no package."""
+    archive_code, entry = item.archive_code, item.entry
     printable = [p for p in item.pages if p.readable and p.image_path]
     if not printable:
         item.findings.append(
@@ -442,7 +507,9 @@ def package_item(
         item.pdfa_valid = outcome.pdfa_valid
         item.pdf_sha256 = sha256_file(pdf_path)
         item.verdict = verify.verdict_of(item.findings, packaged=True)
-        record = build_record(item, input_key, batch_id, outcome.validator_findings)
+        record = build_record(
+            item, input_key, batch_id, outcome.validator_findings, software_versions(settings)
+        )
         _write_json_atomic(staging / RECORD_NAME, record)
         (staging / MANIFEST_NAME).write_text(
             f"{item.pdf_sha256}  {archive_code}.pdf\n{sha256_file(staging / RECORD_NAME)}  {RECORD_NAME}\n",
@@ -467,7 +534,11 @@ def _snapshots_of(pages: Iterable[PageResult]) -> list[SourceSnapshot]:
 
 
 def build_record(
-    item: ItemResult, input_key: str, batch_id: str, validator: tuple[str, ...]
+    item: ItemResult,
+    input_key: str,
+    batch_id: str,
+    validator: tuple[str, ...],
+    software: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     return {
         "archive_code": item.archive_code,
@@ -482,7 +553,7 @@ def build_record(
             "valid": item.pdfa_valid,
             "validator_findings": list(validator),
         },
-        "software": software_versions(),
+        "software": software if software is not None else software_versions(),
         "batch_id": batch_id,
         "input_key": input_key,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -490,7 +561,14 @@ def build_record(
 
 
 def _move_into_place(staging: Path, archive: Path, archive_code: str) -> Path:
-    """Rename the finished staging folder into the archive; an older package is kept aside."""
+    """Rename the finished staging folder into the archive; an older package is kept aside.
+
+    The package's files are made read-only first, so no package is ever writable in place; its
+    folder stays writable, which is what lets a later rescan move it aside (and repair or
+    disposal replace or remove it)."""
+    from pipeline.archive import make_read_only
+
+    make_read_only(staging)
     final = archive / archive_code
     if final.exists():
         kept = archive / ".superseded" / f"{archive_code}.{datetime.now(UTC):%Y%m%dT%H%M%S%f}"

@@ -55,10 +55,21 @@ def _decide(
     user: str,
     close_as: str | None,
     details: dict[str, Any] | None = None,
+    page_count: int | None = None,
+    findings: list[dict[str, Any]] | None = None,
 ) -> Outcome:
     _require(reason, user)
     try:
-        store.decide(archive_code, action, reason, user, close_as=close_as, details=details)
+        store.decide(
+            archive_code,
+            action,
+            reason,
+            user,
+            close_as=close_as,
+            details=details,
+            page_count=page_count,
+            findings=findings,
+        )
     except LookupError as exc:  # the store's own "no open QA case" check
         raise QaError(str(exc)) from exc
     item = store.item(archive_code)
@@ -108,15 +119,13 @@ def correct(
         raise QaError(f"{code} is not in the catalogue; import a catalogue row for it first")
     record = load_record(settings, code)
     old = entry.page_count
-    store.set_page_count(code, pages)
     item = item_from_record(record, settings.archive_dir / code)
     new_entry = replace(entry, page_count=pages)
     findings = [f for f in item.findings if f.code not in ("page_count_mismatch", "unknown_item")]
     findings += verify.check_catalogue(code, new_entry, item.pages)
     remaining = [f.to_dict() for f in findings if f.severity != Severity.INFO]
-    store.update_case_findings(code, remaining)
     close_as = None if remaining else "corrected"
-    return _decide(
+    return _decide(  # the page count, the findings and the decision in one transaction
         store,
         index,
         settings,
@@ -126,6 +135,8 @@ def correct(
         user,
         close_as,
         {"page_count_before": old, "page_count_after": pages},
+        page_count=pages,
+        findings=remaining,
     )
 
 

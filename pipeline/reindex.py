@@ -143,22 +143,26 @@ def refresh_items(
     from the index where possible and marked for `capture reindex --pending`, so an item
     whose level was raised is never left findable at its old level."""
     problems: list[tuple[str, str]] = []
+
+    def withdraw(code: str, reason: str) -> None:
+        """Out of search until it can be indexed at its current level."""
+        store.mark_index_pending(code, reason)
+        try:
+            index.delete_item(code)
+        except IndexUnavailable:
+            pass
+        problems.append((code, reason))
+
     for code in codes:
         folder = settings.archive_dir / code
-        if not (folder / RECORD_NAME).is_file():
-            continue
         try:
             doc = load_item(folder, store)
-        except ValueError as exc:
-            problems.append((code, str(exc)))
+        except ValueError as exc:  # no readable record: whatever the index holds is out of date
+            withdraw(code, str(exc))
             continue
         problem = index_or_mark(index, store, doc)
         if problem:
-            try:
-                index.delete_item(code)
-            except IndexUnavailable:
-                pass
-            problems.append((code, problem))
+            withdraw(code, problem)
     return problems
 
 

@@ -11,8 +11,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pipeline.models import ItemResult, Severity, Verdict
-
 
 @dataclass
 class BatchReport:
@@ -20,7 +18,8 @@ class BatchReport:
     batch_dir: str
     started_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     finished_at: str = ""
-    items: list[ItemResult] = field(default_factory=list)
+    items: list[dict[str, Any]] = field(default_factory=list)  # ItemResult.summary() of each item
+    workers: dict[str, str] = field(default_factory=dict)  # archive code -> worker (server mode)
     rejected: list[dict[str, str]] = field(default_factory=list)  # folders not taken as items
     loose_files: list[str] = field(default_factory=list)
     seconds: float = 0.0
@@ -29,23 +28,24 @@ class BatchReport:
     not_indexed: list[dict[str, str]] = field(default_factory=list)  # packaged, search index unreachable
 
     def totals(self) -> dict[str, Any]:
-        verdicts = Counter(str(i.verdict) for i in self.items)
-        pages = sum(i.page_count for i in self.items)
-        flags = sum(1 for i in self.items for f in i.findings if f.severity != Severity.INFO)
+        verdicts = Counter(i["verdict"] for i in self.items)
+        pages = sum(i["pages"] for i in self.items)
+        flags = sum(1 for i in self.items for f in i["findings"] if f["severity"] != "info")
         return {
             "items": len(self.items),
             "pages": pages,
-            "blank_pages": sum(i.blank_pages for i in self.items),
-            "passed": verdicts.get(str(Verdict.PASSED), 0),
-            "needs_qa": verdicts.get(str(Verdict.NEEDS_QA), 0),
-            "failed": verdicts.get(str(Verdict.FAILED), 0),
+            "blank_pages": sum(i["blank_pages"] for i in self.items),
+            "passed": verdicts.get("passed", 0),
+            "needs_qa": verdicts.get("needs_qa", 0),
+            "failed": verdicts.get("failed", 0),
             "flags": flags,
             "rejected_folders": len(self.rejected),
-            "reused": sum(1 for i in self.items if i.reused),
-            "straight_through": verdicts.get(str(Verdict.PASSED), 0),
-            "waiting_for_qa": verdicts.get(str(Verdict.NEEDS_QA), 0) + verdicts.get(str(Verdict.FAILED), 0),
+            "reused": sum(1 for i in self.items if i["reused"]),
+            "straight_through": verdicts.get("passed", 0),
+            "waiting_for_qa": verdicts.get("needs_qa", 0) + verdicts.get("failed", 0),
             "batch_findings": len(self.batch_findings),
             "not_indexed": len(self.not_indexed),
+            "workers": len(set(self.workers.values())),
             "seconds": round(self.seconds, 1),
             "pages_per_minute": round(pages / self.seconds * 60, 1) if self.seconds else None,
         }
@@ -57,7 +57,8 @@ class BatchReport:
             "started_at": self.started_at,
             "finished_at": self.finished_at,
             "totals": self.totals(),
-            "items": [i.summary() for i in self.items],
+            "items": self.items,
+            "workers": self.workers,
             "rejected_folders": self.rejected,
             "loose_files": self.loose_files,
             "manifest": self.manifest,

@@ -83,11 +83,14 @@ def fonds_of(archive_code: str) -> str:
 @dataclass(frozen=True)
 class Access:
     """The search filter for one person (made by pipeline.access.search_access): a clearance,
-    optionally some fonds only, and whether items held for QA are included."""
+    optionally some fonds only, whether items held for QA are included, and the archive codes
+    of the person's live access grants (each reachable whatever its level and fonds; a grant
+    never lifts a QA hold)."""
 
     clearance: int = HIGHEST
     fonds: tuple[str, ...] = field(default_factory=tuple)  # empty: every fonds
     see_held: bool = False
+    granted: tuple[str, ...] = field(default_factory=tuple)
 
 
 FULL_ACCESS = Access(HIGHEST, (), True)

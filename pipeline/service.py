@@ -4,18 +4,30 @@ Every request names who asks (a Principal) and goes through pipeline.access: the
 backend applies the person's filter inside its query; items, PDFs, page images, thumbnails,
 QA cases and decisions are checked with `access.permits`. An item outside a person's reach
 is answered exactly like one that does not exist (NotFound), and the refusal is audited.
-Every search, view, download, page image, decision and refusal is written to the audit log.
+A live access grant (pipeline.lookups) lets its holder reach exactly its item: the search filter
+carries the person's granted codes, and the item routes look the grant up. Every search, view,
+download, page image, decision and refusal is written to the audit log; every view and download
+also to the lookup register (查档登记) with the grant it used.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.access import Action, ItemFacts, Principal, item_facts, permits, search_access
+from pipeline.access import (
+    GRANTABLE,
+    Action,
+    ItemFacts,
+    Principal,
+    item_facts,
+    permits,
+    reaches_fonds,
+    search_access,
+)
 from pipeline.archive import ArchiveLayout
 from pipeline.errors import CaptureError, Forbidden, NotFound, QaError, UnsafeNameError
 from pipeline.index import SearchQuery, open_backend
@@ -24,11 +36,14 @@ from pipeline.index.base import SearchBackend, SearchResult
 from pipeline.intake import validate_archive_code
 from pipeline.models import CatalogueEntry
 from pipeline.pageimages import Size, packaged_pages
+from pipeline.retention import item_retention
 from pipeline.security import HIGHEST
 from pipeline.settings import Settings
-from pipeline.store import BatchRow, DecisionRow, QaCaseRow, Store
+from pipeline.store import BatchRow, DecisionRow, QaCaseRow, Store, open_store
+from pipeline.store.schema import AccessRequestRow, FixityRunRow, FixityStatusRow
 
 if TYPE_CHECKING:
+    from pipeline.lookups import RegisterLine
     from pipeline.qa import Outcome
 
 MAX_AGE_DAYS = 36500
@@ -45,12 +60,14 @@ class ItemView:
     visible: bool
     pdf_sha256: str | None
     record: dict[str, Any]
+    retention: dict[str, Any] = field(default_factory=dict)  # class, start and due date (pipeline.retention)
 
     def to_dict(self, *, for_qa: bool) -> dict[str, Any]:
         data: dict[str, Any] = {
             "archive_code": self.archive_code,
             "title": self.title,
             "catalogue": self.catalogue,
+            "retention": self.retention,
             "pages": self.pages,
             "pdf_sha256": self.pdf_sha256,
         }
@@ -86,6 +103,7 @@ class CaseView:
 class BatchLine:
     row: BatchRow
     totals: dict[str, Any]
+    done: int = 0  # items finished so far (a batch still running, here or on the cluster)
 
 
 @dataclass(frozen=True)
@@ -99,7 +117,7 @@ class ArchiveService:
         self, settings: Settings, store: Store | None = None, index: SearchBackend | None = None
     ) -> None:
         self.settings = settings
-        self.store = store or Store(settings.state_url)
+        self.store = store or open_store(settings)
         self.index = index or open_backend(settings)
         self.layout = ArchiveLayout(settings.archive_dir)
 
@@ -126,7 +144,8 @@ class ArchiveService:
         via: str = "api",
     ) -> SearchResult:
         try:
-            access = search_access(who, include_held=include_held)
+            granted = self.store.live_grant_codes(who.user_id)
+            access = search_access(who, include_held=include_held, granted=granted)
             query = SearchQuery(
                 text, filters, access, limit=limit, offset=offset, cursor=cursor, facets=facets
             )
@@ -159,6 +178,12 @@ class ArchiveService:
 
     def _reach(self, who: Principal, archive_code: str, action: Action, via: str) -> ItemFacts:
         """The item's facts if `who` may do `action` on it; NotFound (audited) otherwise."""
+        return self._reach_granted(who, archive_code, action, via)[0]
+
+    def _reach_granted(
+        self, who: Principal, archive_code: str, action: Action, via: str
+    ) -> tuple[ItemFacts, int | None]:
+        """As `_reach`, and the id of the live grant it took to reach the item (None if none did)."""
         shown = archive_code[:100]
         try:
             validate_archive_code(archive_code)
@@ -166,13 +191,16 @@ class ArchiveService:
             self.refuse(who, str(action), shown, "not an archive code", via)
             raise NotFound(f"no item {shown!r}") from None
         facts = item_facts(self.store, archive_code)
-        if facts is None or not self.layout.record(archive_code).is_file():
+        if facts is None or (facts.packaged and not self.layout.record(archive_code).is_file()):
             self.refuse(who, str(action), shown, "no such item", via)
             raise NotFound(f"no item {shown!r}")
-        if not permits(who, facts, action):
-            self.refuse(who, str(action), shown, "not permitted", via)
-            raise NotFound(f"no item {shown!r}")
-        return facts
+        if permits(who, facts, action):
+            return facts, None
+        grant = self.store.live_grant(who.user_id, archive_code) if action in GRANTABLE else None
+        if grant is not None and permits(who, facts, action, granted=True):
+            return facts, grant.id
+        self.refuse(who, str(action), shown, "not permitted", via)
+        raise NotFound(f"no item {shown!r}")
 
     def _record(self, archive_code: str) -> dict[str, Any]:
         return self.layout.read_record(archive_code)
@@ -180,18 +208,35 @@ class ArchiveService:
     # -- items ----------------------------------------------------------------------------
 
     def open_item(self, who: Principal, archive_code: str, via: str = "api") -> ItemView:
-        self._reach(who, archive_code, Action.VIEW, via)
+        _, grant = self._reach_granted(who, archive_code, Action.VIEW, via)
         view = self._item_view(archive_code)
-        self.store.audit(who.username, "view", archive_code, {"via": via})
+        self.store.register_lookup(who.username, who.user_id, archive_code, "view", via, grant)
         return view
 
     def _item_view(self, archive_code: str) -> ItemView:
-        record = self._record(archive_code)
         row = self.store.item(archive_code)
+        if row is not None and row.pdf_sha256 is None:  # a failed item: what the state store knows
+            record: dict[str, Any] = {
+                "archive_code": archive_code,
+                "pages": [],
+                "findings": [
+                    {
+                        "code": f.code,
+                        "message": f.message,
+                        "severity": f.severity,
+                        "page": f.page,
+                        "file": f.file,
+                    }
+                    for f in self.store.findings(archive_code)
+                ],
+            }
+        else:
+            record = self._record(archive_code)
         assert row is not None
         entry = self.store.catalogue_entry(archive_code)
         catalogue = entry.to_dict() if entry else dict(record.get("catalogue") or {})
         in_pdf = set(packaged_pages(record))
+        retention = item_retention(self.store, self.settings.retention, entry)
         pages = [
             {
                 "page": p["page"],
@@ -219,15 +264,16 @@ class ArchiveService:
             row.visible,
             row.pdf_sha256,
             record,
+            retention,
         )
 
     def pdf(self, who: Principal, archive_code: str, via: str = "api") -> Path:
-        self._reach(who, archive_code, Action.DOWNLOAD, via)
+        _, grant = self._reach_granted(who, archive_code, Action.DOWNLOAD, via)
         path = self.layout.pdf(archive_code)
         if not path.is_file():
             self.refuse(who, "download", archive_code, "the PDF is missing from the archive", via)
             raise NotFound(f"the PDF of {archive_code} is missing from the archive")
-        self.store.audit(who.username, "download", archive_code, {"via": via})
+        self.store.register_lookup(who.username, who.user_id, archive_code, "download", via, grant)
         return path
 
     def page_image(self, who: Principal, archive_code: str, page: int, size: Size, via: str = "api") -> Path:
@@ -322,17 +368,21 @@ class ArchiveService:
         self._reach(who, archive_code, Action.QA_DECIDE, via)
         from pipeline import qa
 
-        if action == "approve":
-            return qa.approve(self.store, self.index, self.settings, archive_code, reason, who.username)
-        if action == "rescan":
-            return qa.rescan(self.store, self.index, self.settings, archive_code, reason, who.username)
-        if action == "correct":
-            if pages is None:
-                raise QaError("a page count is required for a correction (--pages)")
-            return qa.correct(
-                self.store, self.index, self.settings, archive_code, pages, reason, who.username
-            )
-        raise QaError(f"unknown QA action {action[:20]!r}; use {', '.join(QA_ACTIONS)}")
+        try:
+            if action == "approve":
+                return qa.approve(self.store, self.index, self.settings, archive_code, reason, who.username)
+            if action == "rescan":
+                return qa.rescan(self.store, self.index, self.settings, archive_code, reason, who.username)
+            if action == "correct":
+                if pages is None:
+                    raise QaError("a page count is required for a correction (--pages)")
+                return qa.correct(
+                    self.store, self.index, self.settings, archive_code, pages, reason, who.username
+                )
+            raise QaError(f"unknown QA action {action[:20]!r}; use {', '.join(QA_ACTIONS)}")
+        except QaError as exc:  # a decision that could not be made is on record too
+            self.refuse(who, "qa.decide", archive_code, str(exc), via)
+            raise
 
     def next_case(self, who: Principal, after: str) -> str | None:
         """The next open case `who` may act on (for 'decide, then the next one')."""
@@ -363,7 +413,10 @@ class ArchiveService:
             if not everything and started.date() != today:
                 continue
             if unrestricted:
-                lines.append(BatchLine(row, row.summary or {}))
+                running = row.status == "processing"
+                lines.append(
+                    BatchLine(row, row.summary or {}, self.store.items_done(row.batch_id) if running else 0)
+                )
                 continue
             mine = items_by_batch.get(row.batch_id)
             if not mine:
@@ -385,6 +438,85 @@ class ArchiveService:
                 waiting = [p.name for p in watch.candidates(areas)]
         self.store.audit(who.username, "batches", "", {"all": everything, "via": via})
         return BatchOverview(lines, waiting)
+
+    # -- access requests, the lookup register, fixity -----------------------------------------
+
+    def request_access(
+        self, who: Principal, archive_code: str, purpose: str, days: int | None = None
+    ) -> AccessRequestRow:
+        from pipeline.lookups import request_access
+
+        return request_access(self.settings, self.store, who, archive_code, purpose, days)
+
+    def access_requests(self, who: Principal, via: str = "api") -> AccessOverview:
+        """`who`'s own requests; for archivists also the pending ones they may decide, and decisions."""
+        mine = self.store.access_requests(user_id=who.user_id) if who.user_id else []
+        pending: list[AccessRequestRow] = []
+        decided: list[AccessRequestRow] = []
+        if who.can_grant:
+            rows = [r for r in self.store.access_requests(limit=300) if reaches_fonds(who, r.archive_code)]
+            pending = [r for r in rows if r.status == "pending"]
+            decided = [r for r in rows if r.status != "pending"][:50]
+        self.store.audit(who.username, "access.list", "", {"pending": len(pending), "via": via})
+        return AccessOverview(mine, pending, decided)
+
+    def decide_access(
+        self, who: Principal, request_id: int, *, approve: bool, reason: str, days: int | None = None
+    ) -> AccessRequestRow:
+        from pipeline.lookups import decide_request
+
+        return decide_request(
+            self.settings, self.store, who, request_id, approve=approve, reason=reason, days=days
+        )
+
+    def lookup_register(
+        self, who: Principal, start: date, end: date, *, archive_code: str = "", via: str = "api"
+    ) -> list[RegisterLine]:
+        from pipeline.lookups import register
+
+        if not who.can_grant:
+            self.refuse(who, "lookups", "", "archivists only", via)
+            raise Forbidden("only archivists (or admins) read the lookup register")
+        lines = register(self.store, start, end, archive_code=archive_code, limit=1000)
+        self.store.audit(
+            who.username, "lookups", archive_code, {"from": str(start), "to": str(end), "via": via}
+        )
+        return lines
+
+    def fixity_overview(self, who: Principal, via: str = "api") -> FixityOverview:
+        """The last fixity runs, every package whose latest check found damage, and coverage."""
+        if not who.is_admin:
+            self.refuse(who, "fixity", "", "admins only", via)
+            raise Forbidden("only admins see the fixity results")
+        from pipeline.fixity import primary_root
+
+        root = str(primary_root(self.settings))
+        since = datetime.now(UTC) - timedelta(days=self.settings.fixity.cycle_days)
+        overview = FixityOverview(
+            self.store.fixity_runs(limit=20),
+            self.store.fixity_status(damaged_only=True),
+            len(self.store.current_packages()),
+            self.store.checked_since(root, since),
+            self.settings.fixity.cycle_days,
+        )
+        self.store.audit(who.username, "fixity.view", "", {"damaged": len(overview.damaged), "via": via})
+        return overview
+
+
+@dataclass(frozen=True)
+class AccessOverview:
+    mine: list[AccessRequestRow]
+    pending: list[AccessRequestRow]  # for archivists: what waits for a decision
+    decided: list[AccessRequestRow]
+
+
+@dataclass(frozen=True)
+class FixityOverview:
+    runs: list[FixityRunRow]
+    damaged: list[FixityStatusRow]
+    packages: int
+    checked_in_cycle: int  # packages of the archive checked within the last cycle_days
+    cycle_days: int
 
 
 def item_facts_for(archive_code: str, entry: CatalogueEntry | None, visible: bool = False) -> ItemFacts:

@@ -17,7 +17,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -57,15 +57,18 @@ class ImagingSettings(Section):
 
 
 class OcrSettings(Section):
-    engine: Literal["rapidocr", "tesseract"] = "rapidocr"
-    # Inference runtime for RapidOCR's PP-OCR models (the same ONNX files ship in both wheels).
+    # "rapidocr": PP-OCRv6 small (default); "rapidocr-ppocrv4": the PP-OCRv4 models used before;
+    # "tesseract". Every RapidOCR model ships inside a wheel (pipeline.ocr.identity).
+    engine: Literal["rapidocr", "rapidocr-ppocrv4", "tesseract"] = "rapidocr"
+    # Inference runtime for the PP-OCR models (the same ONNX files on both).
     rapidocr_runtime: Literal["openvino", "onnxruntime"] = "openvino"
     tesseract_languages: str = "chi_sim+chi_tra+eng"
     tesseract_psm: int = Field(3, ge=0, le=13)
     tesseract_timeout: float = Field(180, gt=0)
     workers: int = Field(2, ge=1, le=64)
     engine_threads: int = Field(1, ge=1, le=64)
-    min_line_confidence: float = Field(0.5, ge=0, le=1)
+    # Chosen by measurement (benchmarks/README.md): 0.5 dropped real text on poor scans.
+    min_line_confidence: float = Field(0.2, ge=0, le=1)
 
 
 class VerifySettings(Section):
@@ -120,8 +123,74 @@ class WebSettings(Section):
     lockout_minutes: int = Field(15, ge=1, le=7 * 24 * 60)
 
 
+class RetentionClass(Section):
+    """One retention class (保管期限): the date it counts from and how many years it runs."""
+
+    name: str = Field(min_length=1, max_length=50)
+    counts_from: Literal["contract_end", "created", "never"]  # never: kept permanently
+    years: int = Field(0, ge=0, le=200)
+    aliases: list[str] = []  # other spellings of the class in catalogues
+
+
+DEFAULT_RETENTION_CLASSES: list[dict[str, Any]] = [
+    {"name": "合同终止后10年", "counts_from": "contract_end", "years": 10, "aliases": ["D10"]},
+    {"name": "合同终止后6年", "counts_from": "contract_end", "years": 6, "aliases": ["D6"]},
+    {"name": "形成之日起6年", "counts_from": "created", "years": 6, "aliases": ["文件形成后6年"]},
+    {"name": "永久", "counts_from": "never", "years": 0, "aliases": ["permanent"]},
+]
+
+
+class RetentionSettings(Section):
+    # validate_default: the default (plain tables, as default.toml writes them) becomes models
+    classes: list[RetentionClass] = Field(
+        default=DEFAULT_RETENTION_CLASSES,  # type: ignore[arg-type]
+        validate_default=True,
+        min_length=1,
+    )
+
+    @model_validator(mode="after")
+    def _names_once(self) -> RetentionSettings:
+        seen: set[str] = set()
+        for cls in self.classes:
+            for name in (cls.name, *cls.aliases):
+                key = name.strip().lower()
+                if key in seen:
+                    raise ValueError(f"retention class name {name!r} is used twice")
+                seen.add(key)
+        return self
+
+
+class FixitySettings(Section):
+    # The watcher starts a rolling check this often (minutes) ...
+    rolling_every_minutes: float = Field(60.0, gt=0, le=7 * 24 * 60)
+    # ... that checks the least recently checked packages for at most this long (seconds) ...
+    rolling_budget_seconds: float = Field(120.0, gt=0, le=24 * 3600)
+    # ... aiming to check every package (and every registered copy) once in this many days.
+    cycle_days: int = Field(90, ge=1, le=3650)
+
+
+class GrantSettings(Section):
+    default_days: int = Field(7, ge=1, le=3650)  # an approved access request lasts this long
+    max_days: int = Field(90, ge=1, le=3650)  # and never longer than this
+
+
 class StateSettings(Section):
     url: str = ""  # empty: SQLite file in <home>; e.g. postgresql+psycopg://user@host/db
+
+
+class ServerSettings(Section):
+    """Where batches run: in this process (embedded) or on a Prefect server's workers."""
+
+    mode: Literal["embedded", "server"] = "embedded"
+    prefect_api_url: str = ""  # server mode: e.g. http://central:4200/api (else PREFECT_API_URL)
+    work_pool: str = "capture"  # OCR workers: `prefect worker start --pool capture`
+    control_pool: str = "capture-control"  # the batch runs that plan, fan out and report
+    deployment: str = "capture"  # deployment name of both flows
+    chunk_items: int = Field(10, ge=1, le=10_000)  # items per run a worker takes
+    chunk_attempts: int = Field(3, ge=1, le=20)  # runs of one chunk (a crashed one counts)
+    heartbeat_seconds: int = Field(30, ge=30, le=3600)  # flow run heartbeats (Prefect's minimum: 30)
+    crashed_after_seconds: int = Field(90, ge=45, le=86_400)  # no heartbeat this long: Crashed
+    poll_seconds: float = Field(2.0, gt=0, le=60)  # how often a batch run looks at its chunks
 
 
 class Settings(BaseSettings):
@@ -141,7 +210,11 @@ class Settings(BaseSettings):
     index: IndexSettings = IndexSettings()
     watch: WatchSettings = WatchSettings()
     state: StateSettings = StateSettings()
+    server: ServerSettings = ServerSettings()
     web: WebSettings = WebSettings()
+    retention: RetentionSettings = RetentionSettings()
+    fixity: FixitySettings = FixitySettings()
+    grants: GrantSettings = GrantSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -198,11 +271,25 @@ class Settings(BaseSettings):
 
     def ensure_dirs(self) -> None:
         """Create the home folder, readable by its owner only, and its main folders."""
-        self.home_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if self.home_dir.stat().st_uid == os.getuid():
-            self.home_dir.chmod(0o700)
-        for d in (self.archive_dir, self.work_dir, self.reports_dir):
-            d.mkdir(parents=True, exist_ok=True)
+        from pipeline.errors import ConfigError
+
+        try:
+            self.home_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self.protect_home()
+            for d in (self.archive_dir, self.work_dir, self.reports_dir):
+                d.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(
+                f"the home folder {self.home_dir} (CAPTURE_HOME) cannot be used: {exc.strerror or exc}"
+            ) from exc
+
+    def protect_home(self) -> None:
+        """The home folder readable by its owner only (if it exists and is ours)."""
+        try:
+            if self.home_dir.is_dir() and self.home_dir.stat().st_uid == os.getuid():
+                self.home_dir.chmod(0o700)
+        except OSError:
+            pass
 
 
 def load_settings() -> Settings:

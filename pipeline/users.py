@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import unicodedata
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -46,6 +47,8 @@ __all__ = [
     "set_disabled",
     "start_session",
     "user_for_token",
+    "find_account",
+    "valid_name",
 ]
 
 TOKEN_PREFIX = "cap_"
@@ -63,11 +66,35 @@ def principal_of(row: UserRow) -> Principal:
     return Principal(row.username, row.role, row.clearance, tuple(row.fonds or ()), row.display_name, row.id)
 
 
-def _valid_name(username: str) -> str:
+def valid_name(username: str) -> str:
+    """A user name as people will read it: no spaces, no control or invisible characters (a
+    zero-width space would make 'qa1\u200b' look like 'qa1' in every record)."""
     name = username.strip()
-    if not name or len(name) > 100 or any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in name):
-        raise ConfigError(f"user name {username[:100]!r} must be 1-100 characters without spaces")
+    if (
+        not name
+        or len(name) > 100
+        or any(
+            c.isspace() or unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp") for c in name
+        )
+    ):
+        raise ConfigError(
+            f"user name {username[:100]!r} must be 1-100 characters without spaces or invisible characters"
+        )
     return name
+
+
+def name_key(username: str) -> str:
+    """Names that look alike compare alike (width, case: 'ＱＡ1' and 'qa1')."""
+    return unicodedata.normalize("NFKC", username).casefold()
+
+
+def find_account(store: Store, username: str) -> UserRow | None:
+    """The account a name means: the exact name, else one that looks the same."""
+    row = store.user(username)
+    if row is not None:
+        return row
+    key = name_key(username)
+    return next((r for r in store.users() if name_key(r.username) == key), None)
 
 
 def save_user(
@@ -83,7 +110,10 @@ def save_user(
     """Create or update an account (an existing password is kept unless a new one is given).
 
     A new password ends the account's web sessions (they were opened with the old one)."""
-    name = _valid_name(username)
+    name = valid_name(username)
+    lookalike = find_account(store, name)
+    if lookalike is not None and lookalike.username != name:
+        raise ConfigError(f"user name {name!r} looks like the existing account {lookalike.username!r}")
     if role not in ROLES:
         raise ConfigError(f"role {role!r} is not one of {', '.join(ROLES)}")
     try:
@@ -92,6 +122,10 @@ def save_user(
         raise ConfigError(str(exc)) from exc
     if password is not None and len(password) < MIN_PASSWORD_LENGTH:
         raise ConfigError(f"a password needs at least {MIN_PASSWORD_LENGTH} characters")
+    if any(not f.strip() for f in fonds or []):
+        raise ConfigError("--fonds needs a fonds code (an empty one would mean nothing, not every fonds)")
+    if len(display_name) > 200 or any(unicodedata.category(c) in ("Cc", "Cf") for c in display_name):
+        raise ConfigError("a display name has at most 200 characters and no control or invisible characters")
     existing = store.user(name)
     row = UserRow(
         username=name,

@@ -69,7 +69,7 @@ def test_simultaneous_log_ins_check_no_more_passwords_than_the_limit(store: Stor
     assert len(outcomes) == 25 and checked <= LOCKOUT.max_failures, outcomes
     assert outcomes.count("locked") >= 25 - LOCKOUT.max_failures
     audited = [r.action for r in store.audit_log() if r.user == "target"]
-    assert audited.count("login.failed") + audited.count("login") == checked
+    assert audited.count("login.failed") + audited.count("login") == checked, (outcomes, audited)
     if "in" not in outcomes:  # the right password came too late: the account is locked now
         with pytest.raises(AccountLocked):
             log_in(store, "target", PASSWORD, LOCKOUT, via="test")
@@ -198,3 +198,47 @@ def test_audit_log_verify_command_and_owner_only_files(tmp_path: Path) -> None:
     )
     assert broken.returncode == 10, broken.stdout + broken.stderr
     assert "row 2" in broken.stderr and "Traceback" not in broken.stderr
+
+
+def test_a_rewritten_or_emptied_log_is_found_by_the_key_and_the_anchor(tmp_path: Path) -> None:
+    """Someone who can write the database but not the home folder's key cannot recompute the
+    chain; cutting rows off the end and fixing the head up, or emptying the log, is caught by
+    the anchor kept outside the database."""
+    from pipeline.store.audit import GENESIS, row_hash
+
+    home = tmp_path / "home"
+    store = Store(str(home / "state.sqlite"))
+    try:
+        for i in range(6):
+            store.audit("clerk", "view", f"A-{i}")
+        assert store.verify_audit_chain().intact
+        assert (home / "keys" / "audit.key").stat().st_mode & 0o777 == 0o600
+        rows = store.audit_log()
+        with store.session() as session:  # rewrite row 3 and every hash after it, without the key
+            previous = rows[1].hash
+            for row in rows[2:]:
+                user = "someone else" if row.id == rows[2].id else row.user
+                digest = row_hash(previous, row.id, row.at, user, row.action, row.target, row.details)
+                session.execute(
+                    update(AuditRow)
+                    .where(AuditRow.id == row.id)
+                    .values(user=user, prev_hash=previous, hash=digest)
+                )
+                previous = digest
+            session.execute(text(f"UPDATE audit_head SET last_hash = '{previous}'"))
+        check = store.verify_audit_chain()
+        assert not check.intact and any("does not match its hash" in p for p in check.problems)
+        with store.session() as session:  # cut the last row off and make the head agree
+            last, before = rows[-1], rows[-2]
+            session.execute(delete(AuditRow).where(AuditRow.id == last.id))
+            session.execute(
+                text(f"UPDATE audit_head SET rows = rows - 1, last_id = {before.id}, last_hash = '{before.hash}'")
+            )
+        assert any("anchor" in p for p in store.verify_audit_chain().problems)
+        with store.session() as session:  # empty it altogether
+            session.execute(delete(AuditRow))
+            session.execute(text(f"UPDATE audit_head SET rows = 0, last_id = 0, last_hash = '{GENESIS}'"))
+        check = store.verify_audit_chain()
+        assert check.rows == 0 and any("anchor" in p for p in check.problems)
+    finally:
+        store.close()

@@ -182,6 +182,8 @@ def test_items_pdfs_and_pages_within_clearance_only(api) -> None:  # type: ignor
         ({"q": "保险", "limit": "1000"}, 422, "limit"),
         ({"q": "保险", "offset": "-1"}, 422, "offset"),
         ({"q": "保险", "cursor": "AAAA"}, 400, "cursor"),
+        ({"q": "保险", "cursor": "eyJvIjo5OTk5OTk5OTl9"}, 400, "cursor"),  # {"o": 999999999}, unsigned
+        ({"q": "保险", "cursor": "eyJvIjoxMH0.00000000000000000000000000000000"}, 400, "cursor"),  # forged
         ({"q": "保险", "cursor": "eyJvIjo5MjIzMzcyMDM2ODU0Nzc1ODA3fQ"}, 400, "cursor"),  # {"o": 2**63-1}
         ({"q": "保险", "cursor": "eyJvIjoiMTAifQ"}, 400, "cursor"),  # {"o": "10"}
         ({"q": "保险", "cursor": "eyJwIjoxLCJhIjpbeyJ4IjoxfV19"}, 400, "cursor"),  # a sort value object

@@ -41,9 +41,10 @@ def test_both_rapidocr_runtimes_read_the_same_text(samples_module, rapid_engine)
     assert onnx.runtime == "onnxruntime"  # type: ignore[attr-defined]
     image = _page(samples_module, script="trad")
     ours, theirs = rapid_engine.recognise(image), onnx.recognise(image)
-    assert "保" in ours.text and ours.text == theirs.text
+    assert "保险合同号" in ours.text and ours.text == theirs.text
+    # the detector's map is a quarter of the page: a pixel there is 2-4 pixels here
     boxes = [v for line in ours.lines for v in line.box]
-    assert boxes == pytest.approx([v for line in theirs.lines for v in line.box], abs=2)
+    assert boxes == pytest.approx([v for line in theirs.lines for v in line.box], abs=5)
 
 
 def test_tesseract_reads_chinese(samples_module) -> None:  # type: ignore[no-untyped-def]

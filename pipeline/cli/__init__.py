@@ -13,7 +13,19 @@ from datetime import UTC, datetime
 
 from rich.text import Text
 
-from pipeline.cli import audit, batch, catalogue, qa, search, serve, users  # noqa: F401 - registers
+from pipeline.cli import (  # noqa: F401 - registers
+    access,
+    audit,
+    batch,
+    catalogue,
+    cluster,
+    disposal,
+    lifecycle,
+    qa,
+    search,
+    serve,
+    users,
+)
 from pipeline.cli.common import app, err_console
 from pipeline.errors import INTERNAL_ERROR_EXIT, CaptureError
 

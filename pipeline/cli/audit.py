@@ -15,10 +15,10 @@ from pipeline.errors import AuditChainBroken
 @audit_app.command("verify")
 def audit_verify() -> None:
     """Recompute the chain of every audit row: exit 0 when intact, 10 naming each changed or missing row."""
-    from pipeline.store import Store
+    from pipeline.store import open_store
 
     config = settings()
-    store = Store(config.state_url)
+    store = open_store(config)
     try:
         check = store.verify_audit_chain()
         store.audit(acting_user(), "audit.verify", "", {"rows": check.rows, "intact": check.intact})
@@ -37,10 +37,10 @@ def audit_show(
     action: Annotated[str | None, typer.Option(help="Only this action (search, view, login, ...)")] = None,
 ) -> None:
     """The last rows of the audit log as JSON lines (who, when, what)."""
-    from pipeline.store import Store
+    from pipeline.store import open_store
 
     config = settings()
-    store = Store(config.state_url)
+    store = open_store(config)
     try:
         rows = store.audit_log(action, limit=limit)
     finally:

@@ -54,12 +54,58 @@ class RichObserver:
         )
 
 
+def _submit(batch_dir: Path, batch_id: str, settings: Settings, columns: Any) -> dict[str, Any]:
+    """Server mode: the cluster's workers do the batch; show its progress from the state store."""
+    from pipeline.cluster import check_server_mode, prefect_environment, run_on_cluster
+    from pipeline.errors import ConfigError
+    from pipeline.store import open_store
+
+    if settings.server.mode != "server":
+        raise ConfigError(
+            '--submit needs server mode: set server.mode = "server" (CAPTURE_SERVER__MODE=server)'
+        )
+    check_server_mode(settings)
+    os.environ.update(prefect_environment(settings))
+    store = open_store(settings)
+    try:
+        with Progress(*columns, console=console, transient=False) as progress:
+            task = progress.add_task(f"batch {batch_id} on the cluster", total=None)
+
+            def tick(state: Any) -> None:
+                row = store.batch(batch_id)
+                total = row.items_planned if row is not None and row.items_planned else None
+                progress.update(
+                    task,
+                    total=total,
+                    completed=store.items_done(batch_id),
+                    description=f"batch {batch_id} ({state.name}, items)",
+                )
+
+            return run_on_cluster(
+                settings,
+                store,
+                str(batch_dir),
+                batch_id,
+                None,
+                tick=tick,
+                say=lambda m: progress.console.print(m, highlight=False, markup=False),
+            )
+    finally:
+        store.close()
+
+
 @contextmanager
 def prefect_api(settings: Settings, own: str = "") -> Iterator[dict[str, str]]:
     """The environment for batch processes: a Prefect server that dies with this command (the
-    embedded mode), or the one PREFECT_API_URL names."""
+    embedded mode), or, in server mode, the cluster's."""
     from pipeline.supervise import EmbeddedPrefect
 
+    if settings.server.mode == "server":
+        from pipeline.cluster import prefect_environment
+
+        os.environ.update(prefect_environment(settings))
+        yield dict(os.environ)
+        return
     _prefect_environment(settings, own)
     env = dict(os.environ)
     if env.get("PREFECT_API_URL"):
@@ -118,6 +164,12 @@ def run(
     catalogue: Annotated[
         Path | None, typer.Option("--catalogue", "-c", help="Import this catalogue first")
     ] = None,
+    submit: Annotated[
+        bool,
+        typer.Option(
+            "--submit", help="Server mode: hand the batch to the cluster's workers and follow its progress"
+        ),
+    ] = False,
 ) -> None:
     """Process a batch folder end to end: clean, OCR, verify, package as PDF/A, index."""
     from pipeline.batchrun import record_failure, run_attempts
@@ -142,12 +194,15 @@ def run(
         )
 
     limit = settings.watch.max_attempts
-    with prefect_api(settings) as env, Progress(*columns, console=console, transient=False) as progress:
-        try:
-            report = run_attempts(batch_dir, settings, RichObserver(progress), env=env, on_death=died)
-        except BatchDied as exc:
-            path = record_failure(settings, layout.batch_id, batch_dir, "failed", str(exc))
-            raise BatchDied(f"{exc}; report: {path}") from None
+    if submit or settings.server.mode == "server":
+        report = _submit(batch_dir.resolve(), layout.batch_id, settings, columns)
+    else:
+        with prefect_api(settings) as env, Progress(*columns, console=console, transient=False) as progress:
+            try:
+                report = run_attempts(batch_dir, settings, RichObserver(progress), env=env, on_death=died)
+            except BatchDied as exc:
+                path = record_failure(settings, layout.batch_id, batch_dir, "failed", str(exc))
+                raise BatchDied(f"{exc}; report: {path}") from None
     console.print(_summary_table(report))
     totals = report["totals"]
     console.print(

@@ -27,6 +27,23 @@ user_app = typer.Typer(
 app.add_typer(user_app, name="user")
 audit_app = typer.Typer(help="The audit log: check that no row was changed or removed.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit-log")
+fixity_app = typer.Typer(
+    help="Fixity: recompute every package file's SHA-256 against its manifest and the state store.",
+    no_args_is_help=True,
+)
+app.add_typer(fixity_app, name="fixity")
+retention_app = typer.Typer(help="Retention (保管期限): due dates of archived items.", no_args_is_help=True)
+app.add_typer(retention_app, name="retention")
+disposal_app = typer.Typer(
+    help="Appraisal and disposal (鉴定, 销毁): lists, decisions, approval, execution.", no_args_is_help=True
+)
+app.add_typer(disposal_app, name="disposal")
+access_app = typer.Typer(help="Access requests (调阅申请) and time-limited grants.", no_args_is_help=True)
+app.add_typer(access_app, name="access")
+lookups_app = typer.Typer(
+    help="The lookup register (查档登记): every view and download.", no_args_is_help=True
+)
+app.add_typer(lookups_app, name="lookups")
 
 # Piped output (CI logs, `make run | tee`) gets a readable width instead of Rich's 80 columns.
 console = Console(width=None if sys.stdout.isatty() else 132)
@@ -35,7 +52,9 @@ err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 132)
 
 def settings() -> Settings:
     """The settings, checked; a ConfigError names the key or file that is wrong."""
-    return load_settings()
+    config = load_settings()
+    config.protect_home()
+    return config
 
 
 def working_settings() -> Settings:

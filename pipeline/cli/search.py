@@ -112,10 +112,10 @@ def reindex(
     """Rebuild the search index from the archive folder (searchers switch over in one step)."""
     from pipeline.index import open_backend
     from pipeline.reindex import reindex_all, reindex_pending
-    from pipeline.store import Store
+    from pipeline.store import open_store
 
     config = working_settings()
-    store = Store(config.state_url)
+    store = open_store(config)
     try:
         index = open_backend(config, backend)
         try:

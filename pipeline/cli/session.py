@@ -22,18 +22,18 @@ def principal(service: ArchiveService, as_user: str | None, *, strict: bool = Tr
     With `strict` False (the QA commands' --user, which names who decides), a name that is
     no account is the operator recorded under that name; a name that is an account always
     brings that account's reach, so no record can claim a person decided beyond it."""
-    from pipeline.users import principal_of
+    from pipeline.users import find_account, principal_of, valid_name
 
-    if not as_user:
-        name = acting_user()
-        row = service.store.user(name)
-        return principal_of(row) if row is not None and not row.disabled else operator(name)
-    row = service.store.user(as_user)
-    if row is None and not strict:
-        return operator(as_user)
-    if row is None or row.disabled:
-        service.store.audit(acting_user(), "cli.refused", as_user[:100], {"why": "no active account"})
-        raise AccessDenied(f"no active user {as_user!r} (see `capture user list`)")
+    name = valid_name(as_user or acting_user())
+    row = find_account(service.store, name)
+    if row is None:
+        if strict and as_user:
+            service.store.audit(acting_user(), "cli.refused", name, {"why": "no such account"})
+            raise AccessDenied(f"no active user {name!r} (see `capture user list`)")
+        return operator(name)
+    if row.disabled:  # a disabled account never acts, and never falls back to the operator
+        service.store.audit(acting_user(), "cli.refused", name, {"why": "account disabled"})
+        raise AccessDenied(f"the account {row.username!r} is disabled")
     return principal_of(row)
 
 
@@ -41,9 +41,9 @@ def principal(service: ArchiveService, as_user: str | None, *, strict: bool = Tr
 def archive_service(settings: Settings, backend: str | None = None) -> Iterator[ArchiveService]:
     from pipeline.index import open_backend
     from pipeline.service import ArchiveService
-    from pipeline.store import Store
+    from pipeline.store import open_store
 
-    store = Store(settings.state_url)
+    store = open_store(settings)
     try:
         service = ArchiveService(settings, store, open_backend(settings, backend))
     except BaseException:

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from pipeline.cli.common import acting_user, console, settings, user_app
 from pipeline.errors import ConfigError
-from pipeline.store import Store
+from pipeline.store import Store, open_store
 
 T = TypeVar("T")
 
@@ -22,7 +22,7 @@ def _store(ensure: bool = False) -> Iterator[Store]:
     config = settings()
     if ensure:
         config.ensure_dirs()
-    store = Store(config.state_url)
+    store = open_store(config)
     try:
         yield store
     finally:
@@ -40,7 +40,7 @@ def _account_change(username: str, action: str, change: Callable[[Store], T], **
 @user_app.command("add")
 def user_add(
     username: str,
-    role: Annotated[str, typer.Option(help="searcher, qa or admin")] = "searcher",
+    role: Annotated[str, typer.Option(help="searcher, qa, appraiser, archivist or admin")] = "searcher",
     clearance: Annotated[str, typer.Option(help="Highest security level (密级) they may see")] = "内部",
     fonds: Annotated[
         list[str] | None, typer.Option("--fonds", help="Restrict to this fonds (repeatable; default all)")

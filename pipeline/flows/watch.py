@@ -22,7 +22,7 @@ from pipeline.batchrun import record_failure
 from pipeline.errors import BatchError
 from pipeline.intake import read_layout
 from pipeline.settings import Settings
-from pipeline.store import Store
+from pipeline.store import Store, open_store
 
 log = logging.getLogger(__name__)
 Say = Callable[[str], None]
@@ -70,6 +70,20 @@ def _rejection(taken: watch.Claim) -> tuple[str | None, dict[str, Any] | None]:
     return None, manifest
 
 
+def _progress(store: Store, taken: watch.Claim, say: Say) -> Callable[[Any], None]:
+    """Say how far a batch running on the cluster has come, when that changes."""
+    seen: list[tuple[int, int]] = []
+
+    def tick(state: Any) -> None:
+        row = store.batch(taken.batch_id)
+        now = (store.items_done(taken.batch_id), row.items_planned if row is not None else 0)
+        if now[1] and (not seen or seen[-1] != now):
+            seen.append(now)
+            say(f"batch {taken.name}: {now[0]} of {now[1]} items done ({state.name})")
+
+    return tick
+
+
 def handle(
     taken: watch.Claim, areas: watch.Areas, settings: Settings, say: Say, env: dict[str, str] | None = None
 ) -> str:
@@ -77,7 +91,7 @@ def handle(
     from pipeline.batchrun import run_attempts
     from pipeline.progress import SilentObserver
 
-    store = Store(settings.state_url)
+    store = open_store(settings)
     try:
         reason, manifest = _rejection(taken)
         earlier = store.batch_attempts(taken.batch_id)
@@ -101,17 +115,32 @@ def handle(
 
             try:
                 with _Heartbeat(taken, max(1.0, settings.watch.stale_claim_seconds / 4)):
-                    report = run_attempts(
-                        taken.batch_dir,
-                        settings,
-                        SilentObserver(),
-                        batch_id=taken.batch_id,
-                        manifest=manifest,
-                        first=earlier + 1,
-                        env=env,
-                        on_start=started,
-                        on_death=died,
-                    )
+                    if settings.server.mode == "server":  # the cluster does the work; we follow it
+                        from pipeline.cluster import run_on_cluster
+
+                        report = run_on_cluster(
+                            settings,
+                            store,
+                            str(taken.batch_dir),
+                            taken.batch_id,
+                            manifest,
+                            first=earlier + 1,
+                            on_start=started,
+                            tick=_progress(store, taken, say),
+                            say=say,
+                        )
+                    else:
+                        report = run_attempts(
+                            taken.batch_dir,
+                            settings,
+                            SilentObserver(),
+                            batch_id=taken.batch_id,
+                            manifest=manifest,
+                            first=earlier + 1,
+                            env=env,
+                            on_start=started,
+                            on_death=died,
+                        )
             except Exception as exc:  # noqa: BLE001 - never a crash loop: quarantine with the reason
                 log.warning("batch %s failed: %s", taken.name, exc)
                 reason = f"processing failed: {exc}"
@@ -143,7 +172,7 @@ def retry_index(settings: Settings, say: Say) -> None:
     from pipeline.index import open_backend
     from pipeline.reindex import reindex_pending
 
-    store = Store(settings.state_url)
+    store = open_store(settings)
     try:
         if not store.index_pending():
             return

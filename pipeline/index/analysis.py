@@ -12,7 +12,6 @@ import re
 import threading
 import unicodedata
 from dataclasses import dataclass
-from functools import lru_cache
 
 import opencc
 
@@ -30,17 +29,33 @@ def _converter() -> opencc.OpenCC:
     return conv
 
 
-@lru_cache(maxsize=4096)
-def _fold_short(text: str) -> str:
-    return _converter().convert(unicodedata.normalize("NFKC", text)).lower()
+# Characters folded so far: every character is folded on its own, never by the phrase around it.
+# OpenCC converts some phrases differently from their characters (乾隆 keeps 乾, 乾淨 becomes
+# 干净), so a page folded whole and a short query folded alone could disagree (於乾 on a page
+# with 於乾隆 was not found). One table for both keeps every substring of a page findable.
+# OpenCC's character table keeps these (瞭 stays 瞭) and only its phrases turn them Simplified
+# (瞭解 -> 了解, 藉口 -> 借口, 反覆 -> 反复), so they are folded here, in every context.
+_PHRASE_ONLY = {"瞭": "了", "藉": "借", "沈": "沉", "覆": "复", "衹": "只", "甦": "苏", "彷": "仿"}
+_SEEN: set[str] = set()
+_TABLE: dict[int, str] = {ord(k): v for k, v in _PHRASE_ONLY.items()}
+
+
+def _learn(chars: set[str]) -> None:
+    converter = _converter()
+    for ch in chars:
+        folded = _PHRASE_ONLY.get(ch) or converter.convert(ch)
+        if len(folded) == 1 and folded != ch:
+            _TABLE[ord(ch)] = folded
+        _SEEN.add(ch)
 
 
 def fold(text: str) -> str:
     """One script (Simplified), one width, lower case; character positions are kept (1:1)."""
-    if len(text) < 64:
-        return _fold_short(text)
-    folded = _converter().convert(unicodedata.normalize("NFKC", text)).lower()
-    return folded
+    text = unicodedata.normalize("NFKC", text)
+    new = set(text) - _SEEN
+    if new:
+        _learn(new)
+    return text.translate(_TABLE).lower()
 
 
 def join_lines(lines: list[str]) -> str:

@@ -8,6 +8,7 @@ the query as an Access, so each backend applies it inside its own query.
 from __future__ import annotations
 
 import base64
+import hmac
 import json
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -15,6 +16,7 @@ from typing import Any, Protocol
 
 from pipeline.errors import QueryError
 from pipeline.index.analysis import query_terms
+from pipeline.keys import sign
 from pipeline.security import Access
 from pipeline.settings import Settings
 
@@ -99,7 +101,9 @@ def check_query(query: SearchQuery) -> list[str]:
     """The query's search terms, or a QueryError saying what is wrong with it."""
     if len(query.text) > MAX_QUERY_CHARS:
         raise QueryError(f"the query is {len(query.text)} characters long; at most {MAX_QUERY_CHARS}")
-    if "\ufffd" in query.text or any(ord(c) < 32 and c not in "\t\n" for c in query.text):
+    if "\ufffd" in query.text or any(
+        (ord(c) < 32 and c not in "\t\n") or 0xD800 <= ord(c) <= 0xDFFF for c in query.text
+    ):
         raise QueryError("the query contains characters that are not valid text (not UTF-8?)")
     unknown = set(query.filters) - set(FILTER_FIELDS)
     if unknown:
@@ -116,30 +120,36 @@ def check_query(query: SearchQuery) -> list[str]:
     return terms
 
 
-def encode_cursor(data: dict[str, Any]) -> str:
+def encode_cursor(data: dict[str, Any], key: bytes) -> str:
+    """The position as base64 JSON, signed (HMAC) so that only cursors this index handed out
+    come back: no forged offsets past the paging limit, no made-up sort values."""
     raw = json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=") + "." + sign(key, raw)[:32]
 
 
 MAX_POSITION = 1_000_000_000
 
 
-def decode_cursor(cursor: str, *keys: str) -> tuple[Any, ...]:
+def decode_cursor(cursor: str, key: bytes, *keys: str) -> tuple[Any, ...]:
     """The values stored under `keys` in a cursor from encode_cursor; QueryError for anything else.
 
     A cursor comes back from outside, so it is checked like any input: valid base64 JSON, an
     object with the keys, positions that are whole numbers in range, sort values that are
     plain numbers or short strings."""
     bad = QueryError("the paging cursor is not one this index handed out")
-    if len(cursor) > 2000:
+    body, _, signature = cursor.rpartition(".")
+    if len(cursor) > 2000 or not body or "=" in body:
         raise bad
     try:
-        data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        values = tuple(data[key] for key in keys)
+        raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+        if not hmac.compare_digest(sign(key, raw)[:32], signature):
+            raise bad
+        data = json.loads(raw)
+        values = tuple(data[name] for name in keys)
     except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
         raise bad from exc
-    for key, value in zip(keys, values, strict=True):
-        if key in ("o", "p"):
+    for name, value in zip(keys, values, strict=True):
+        if name in ("o", "p"):
             if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_POSITION:
                 raise bad
         elif not isinstance(value, list) or len(value) > 10 or not all(_plain_sort_value(v) for v in value):

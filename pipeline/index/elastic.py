@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -42,6 +43,7 @@ from pipeline.index.base import (
     encode_cursor,
 )
 from pipeline.index.snippets import make_snippet
+from pipeline.keys import secret
 from pipeline.security import fonds_of, rank
 from pipeline.settings import REPO_ROOT, Settings
 
@@ -120,8 +122,10 @@ class ElasticIndex:
         backoff_seconds: float = 0.5,
         definition: dict[str, Any] | None = None,
         where: str = "",
+        cursor_key: bytes | None = None,
     ) -> None:
         self.client = client
+        self.cursor_key = cursor_key or os.urandom(32)  # signs paging cursors
         self.alias = alias
         self.snippet_chars = snippet_chars
         self.chunk = chunk
@@ -141,6 +145,7 @@ class ElasticIndex:
             chunk=cfg.bulk_chunk,
             backoff_seconds=cfg.backoff_seconds,
             where=f"Elasticsearch at {', '.join(cfg.hosts)} (alias {cfg.alias})",
+            cursor_key=secret(settings.home_dir, "cursor"),
         )
 
     def close(self) -> None:
@@ -349,9 +354,14 @@ class ElasticIndex:
             {"term": {name: value}} for name, value in sorted(query.filters.items()) if value
         ]
         access = query.access
-        filters.append({"range": {"security_rank": {"lte": access.clearance}}})
+        reach: list[dict[str, Any]] = [{"range": {"security_rank": {"lte": access.clearance}}}]
         if access.fonds:
-            filters.append({"terms": {"fonds": list(access.fonds)}})
+            reach.append({"terms": {"fonds": list(access.fonds)}})
+        if access.granted:  # a live grant reaches exactly its item, whatever its level and fonds
+            either = [{"bool": {"filter": reach}}, {"terms": {"archive_code": list(access.granted)}}]
+            filters.append({"bool": {"should": either, "minimum_should_match": 1}})
+        else:
+            filters.extend(reach)
         if not access.see_held:
             filters.append({"term": {"visible": True}})
         return {"bool": {"must": must, "filter": filters}}
@@ -367,7 +377,7 @@ class ElasticIndex:
             "source_excludes": ["text"],
         }
         if query.cursor:
-            position, after = decode_cursor(query.cursor, "p", "a")
+            position, after = decode_cursor(query.cursor, self.cursor_key, "p", "a")
             body["search_after"] = after
         else:
             position = query.offset
@@ -405,7 +415,11 @@ class ElasticIndex:
                 key=lambda kv: (-kv[1], kv[0]),
             )
         following = position + len(hits)
-        cursor = encode_cursor({"p": following, "a": raw[-1]["sort"]}) if raw and following < total else None
+        cursor = (
+            encode_cursor({"p": following, "a": raw[-1]["sort"]}, self.cursor_key)
+            if raw and following < total
+            else None
+        )
         return SearchResult(total, hits, facets, cursor)
 
 

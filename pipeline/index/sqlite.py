@@ -27,6 +27,7 @@ from pipeline.index.base import (
     encode_cursor,
 )
 from pipeline.index.snippets import make_snippet
+from pipeline.keys import secret
 from pipeline.security import fonds_of, rank
 from pipeline.store.base import owner_only
 
@@ -82,6 +83,7 @@ class SqliteIndex:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         owner_only(self.path)  # page texts, policy numbers, names: readable by the owner only
+        self.cursor_key = secret(self.path.parent, "cursor")
         self.snippet_chars = snippet_chars
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
@@ -169,7 +171,7 @@ class SqliteIndex:
 
     def search(self, query: SearchQuery) -> SearchResult:
         terms = query.terms()
-        offset = int(decode_cursor(query.cursor, "o")[0]) if query.cursor else query.offset
+        offset = int(decode_cursor(query.cursor, self.cursor_key, "o")[0]) if query.cursor else query.offset
         where = ["pages_fts MATCH ?"]
         args: list[Any] = [fts_expression(terms)]
         for name, value in sorted(query.filters.items()):
@@ -177,11 +179,17 @@ class SqliteIndex:
                 where.append(f"p.{name} = ?")  # names checked against FILTER_FIELDS
                 args.append(value)
         access = query.access
-        where.append("p.security_rank <= ?")
+        reach = ["p.security_rank <= ?"]
         args.append(access.clearance)
         if access.fonds:
-            where.append(f"p.fonds IN ({', '.join('?' * len(access.fonds))})")
+            reach.append(f"p.fonds IN ({', '.join('?' * len(access.fonds))})")
             args.extend(access.fonds)
+        if access.granted:  # a live grant reaches exactly its item, whatever its level and fonds
+            granted = f"p.archive_code IN ({', '.join('?' * len(access.granted))})"
+            where.append(f"(({' AND '.join(reach)}) OR {granted})")
+            args.extend(access.granted)
+        else:
+            where.extend(reach)
         if not access.see_held:
             where.append("p.visible = 1")
         sql_from = f"FROM pages_fts JOIN pages p ON p.id = pages_fts.rowid WHERE {' AND '.join(where)}"
@@ -208,5 +216,5 @@ class SqliteIndex:
             fields = dict(zip(ITEM_FIELDS, values, strict=True))
             hits.append(SearchHit(code, page, title, snippet, spans, -float(score), fields))
         following = offset + len(hits)
-        cursor = encode_cursor({"o": following}) if following < total else None
+        cursor = encode_cursor({"o": following}, self.cursor_key) if following < total else None
         return SearchResult(total, hits, facets, cursor)

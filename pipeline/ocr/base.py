@@ -1,14 +1,16 @@
-"""The engine interface, text normalising, and the factory that picks an engine from settings."""
+"""The engine interface, text normalising, reading order, and the factory that picks an engine."""
 
 from __future__ import annotations
 
 import re
+import statistics
 import unicodedata
+from collections.abc import Sequence
 from typing import Protocol
 
 import numpy as np
 
-from pipeline.models import OcrPage
+from pipeline.models import OcrLine, OcrPage
 from pipeline.settings import OcrSettings
 
 # CJK ideographs, CJK punctuation and full-width forms: no space belongs between these.
@@ -16,8 +18,11 @@ _CJK = (
     r"\u2e80-\u2fdf\u3000-\u303f\u3040-\u30ff\u3100-\u312f\u3190-\u31ff"
     r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\ufe30-\ufe4f\uff00-\uffef"
 )
+_CJK_CHAR = re.compile(rf"[{_CJK}]")
 _SPACE_BETWEEN_CJK = re.compile(rf"(?<=[{_CJK}])\s+(?=[{_CJK}])")
 _SPACE_RUNS = re.compile(r"[ \t\u3000]+")
+# Two boxes are on one visual row when they overlap vertically by this share of the lower one.
+_ROW_OVERLAP = 0.5
 
 
 def normalise_text(text: str) -> str:
@@ -25,6 +30,44 @@ def normalise_text(text: str) -> str:
     text = unicodedata.normalize("NFKC", text)
     text = _SPACE_RUNS.sub(" ", text).strip()
     return _SPACE_BETWEEN_CJK.sub("", text)
+
+
+def joins_without_space(left: str, right: str) -> bool:
+    """Whether `right` follows `left` on one row with no space between (Chinese meets Chinese)."""
+    return bool(left and right and _CJK_CHAR.match(left[-1]) and _CJK_CHAR.match(right[0]))
+
+
+def rows(lines: Sequence[OcrLine]) -> list[list[OcrLine]]:
+    """The lines grouped into visual rows, top to bottom, each row's boxes left to right.
+
+    A detector often cuts one printed line into several boxes (a seal or a table rule across
+    it, a wide gap between two cells); they stay one row here, so whatever joins them (the page
+    text, the PDF text layer) can join them without a space.
+    """
+    grouped: list[list[OcrLine]] = []
+    spans: list[tuple[float, float]] = []  # each row's mean top and bottom
+    for line in sorted(lines, key=lambda ln: (ln.box[1] + ln.box[3]) / 2):
+        top, bottom = line.box[1], line.box[3]
+        for n, (row_top, row_bottom) in enumerate(spans):
+            overlap = min(bottom, row_bottom) - max(top, row_top)
+            if overlap >= _ROW_OVERLAP * max(1.0, min(bottom - top, row_bottom - row_top)):
+                grouped[n].append(line)
+                members = grouped[n]
+                spans[n] = (
+                    statistics.fmean(m.box[1] for m in members),
+                    statistics.fmean(m.box[3] for m in members),
+                )
+                break
+        else:
+            grouped.append([line])
+            spans.append((top, bottom))
+    order = sorted(range(len(grouped)), key=lambda n: spans[n][0] + spans[n][1])
+    return [sorted(grouped[n], key=lambda ln: ln.box[0]) for n in order]
+
+
+def in_reading_order(lines: Sequence[OcrLine]) -> tuple[OcrLine, ...]:
+    """Rows top to bottom, each left to right."""
+    return tuple(line for row in rows(lines) for line in row)
 
 
 class OcrEngine(Protocol):
@@ -49,6 +92,7 @@ def create_engine(settings: OcrSettings) -> OcrEngine:
     from pipeline.ocr.rapid import RapidOcrEngine
 
     return RapidOcrEngine(
+        models=settings.engine,
         threads=settings.engine_threads,
         min_confidence=settings.min_line_confidence,
         runtime=settings.rapidocr_runtime,

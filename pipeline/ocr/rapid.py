@@ -1,83 +1,99 @@
-"""RapidOCR: PP-OCR models shipped inside the wheel, run by OpenVINO (default) or onnxruntime, offline."""
+"""RapidOCR 3: PaddleOCR's PP-OCR models shipped inside wheels, run by OpenVINO or onnxruntime, offline."""
 
 from __future__ import annotations
 
 import logging
 import threading
 from importlib.metadata import version
-from typing import Literal
+from typing import Any, Literal
 
 import cv2
 import numpy as np
 
+from pipeline.errors import OcrError
 from pipeline.models import OcrLine, OcrPage
-from pipeline.ocr.base import normalise_text
+from pipeline.ocr.base import in_reading_order, normalise_text
+from pipeline.ocr.identity import MODEL_SETS, ModelFile, model_files
 
 log = logging.getLogger(__name__)
+Box = tuple[float, float, float, float]
 
 
-def _bbox(points: list[list[float]]) -> tuple[float, float, float, float]:
-    xs = [p[0] for p in points]
-    ys = [p[1] for p in points]
-    return (float(min(xs)), float(min(ys)), float(max(xs)), float(max(ys)))
+def _bbox(points: Any) -> Box:
+    xs = [float(p[0]) for p in points]
+    ys = [float(p[1]) for p in points]
+    return (min(xs), min(ys), max(xs), max(ys))
 
 
-def _unpin_openvino() -> None:
-    """Stop OpenVINO pinning inference threads to CPU cores.
-
-    With a thread count set, OpenVINO's CPU plugin pins its threads, and every engine (and every
-    process) pins to the same first cores: two engines with one thread each then share one core
-    (measured here: 2 engines x 1 thread ran no faster than 1 x 1; unpinned, 1.4x faster).
-    rapidocr-openvino makes its own `Core()` with no way to pass properties, so its module gets
-    a `Core` that turns pinning off; everything else it does is unchanged.
-    """
-    import rapidocr_openvino.utils.infer_engine as infer_engine
-    from openvino.runtime import Core
-
-    if getattr(infer_engine.Core, "unpinned", False):
-        return
-
-    class UnpinnedCore(Core):  # type: ignore[misc]
-        unpinned = True
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.set_property("CPU", {"ENABLE_CPU_PINNING": False})
-
-    infer_engine.Core = UnpinnedCore
+def _char_boxes(text: str, words: Any) -> tuple[Box, ...]:
+    """The per-character (per-word for Latin) boxes RapidOCR gave for this line, if they match it."""
+    if not words:
+        return ()
+    try:
+        if "".join(str(w[0]) for w in words).replace(" ", "") != text.replace(" ", ""):
+            return ()
+        return tuple(_bbox(w[2]) for w in words)
+    except (IndexError, TypeError, ValueError):
+        return ()
 
 
 class RapidOcrEngine:
-    """One engine instance is used by one thread at a time (a lock guards it)."""
+    """One engine instance is used by one thread at a time (a lock guards it).
 
-    name = "rapidocr"
+    The model files are passed by path, so RapidOCR never looks for (or downloads) anything else;
+    a missing file is an OcrError at once. Lines come back in reading order (rows, each left to
+    right) and lines scoring below `min_confidence` are dropped (counted in the debug log).
+    """
 
     def __init__(
         self,
         *,
+        models: str = "rapidocr",
         threads: int = 1,
-        min_confidence: float = 0.5,
+        min_confidence: float = 0.0,
         runtime: Literal["openvino", "onnxruntime"] = "openvino",
     ) -> None:
+        from rapidocr import EngineType, ModelType, OCRVersion, RapidOCR
+
+        if models not in MODEL_SETS:
+            raise OcrError(f"no RapidOCR model set named {models!r}")
+        files = {f.role: f for f in model_files(models)}
+        generation, size = MODEL_SETS[models].generation, MODEL_SETS[models].size
+        params: dict[str, Any] = {"Global.log_level": "warning", "Global.text_score": 0.0}
+        for role, task in (("det", "Det"), ("rec", "Rec"), ("cls", "Cls")):
+            params[f"{task}.model_path"] = str(files[role].path)
+            params[f"{task}.engine_type"] = EngineType(runtime)
+        params.update(
+            {
+                "Det.ocr_version": OCRVersion(generation),
+                "Det.model_type": ModelType(size),
+                "Rec.ocr_version": OCRVersion(generation),
+                "Rec.model_type": ModelType(size),
+            }
+        )
         if runtime == "openvino":
-            from rapidocr_openvino import RapidOCR as OpenVinoOCR
-
-            _unpin_openvino()
-            self._ocr = OpenVinoOCR(
-                inference_num_threads=threads, text_score=min_confidence, print_verbose=False
-            )
+            # OpenVINO pins its threads to cores when a thread count is set, and every engine (and
+            # every process) then pins to the same first cores: 2 engines x 1 thread ran no faster
+            # than 1 x 1 here. Unpinned, they spread over the cores.
+            params["EngineConfig.openvino.inference_num_threads"] = threads
+            params["EngineConfig.openvino.enable_cpu_pinning"] = False
         else:
-            from rapidocr_onnxruntime import RapidOCR as OnnxOCR
-
-            self._ocr = OnnxOCR(
-                intra_op_num_threads=threads,
-                inter_op_num_threads=1,
-                text_score=min_confidence,
-                print_verbose=False,
-            )
+            params["EngineConfig.onnxruntime.intra_op_num_threads"] = threads
+            params["EngineConfig.onnxruntime.inter_op_num_threads"] = 1
+        try:
+            self._ocr = RapidOCR(params=params)
+            # RapidOCR loads its models on first use; load them now so a bad file fails here.
+            self._ocr._load_det_model()
+            self._ocr._load_rec_model()
+            self._ocr._load_cls_model()
+        except Exception as exc:  # noqa: BLE001 - any loader failure is the engine's
+            raise OcrError(f"RapidOCR could not load {models} on {runtime}: {exc}") from exc
         self._lock = threading.Lock()
+        self.name = models
         self.runtime = runtime
-        self.version = f"{version('rapidocr-' + runtime)} ({runtime})"
+        self.min_confidence = min_confidence
+        self.models: tuple[ModelFile, ...] = tuple(files.values())
+        self.version = f"rapidocr {version('rapidocr')}, {runtime} {version(runtime)}, {generation} {size}"
 
     @staticmethod
     def _bgr(image: np.ndarray) -> np.ndarray:
@@ -85,35 +101,63 @@ class RapidOcrEngine:
             return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
         return cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
 
+    def _run(self, image: np.ndarray, *, det: bool = True, rec: bool = True, words: bool = True) -> Any:
+        # every switch is passed on every call: RapidOCR keeps the last call's switches
+        return self._ocr(
+            image,
+            use_det=det,
+            use_cls=False,
+            use_rec=rec,
+            return_word_box=words,
+            return_single_char_box=False,
+            text_score=0.0,
+        )
+
     def recognise(self, image: np.ndarray) -> OcrPage:
         h, w = image.shape[:2]
+        bgr = self._bgr(image)
         with self._lock:
-            result, _ = self._ocr(self._bgr(image), use_cls=False, return_word_box=True)
+            try:
+                result = self._run(bgr)
+            except IndexError:  # RapidOCR 3.10 mis-indexes word boxes when a line has none
+                result = self._run(bgr, words=False)
+        return OcrPage(self.name, in_reading_order(self._lines(result)), w, h)
+
+    def _lines(self, result: Any) -> list[OcrLine]:
+        texts = getattr(result, "txts", None)
+        if not texts:
+            return []
+        words = list(getattr(result, "word_results", None) or ())
+        if len(words) != len(texts):
+            words = [()] * len(texts)
         lines: list[OcrLine] = []
-        for row in result or []:
-            points, text, score = row[0], row[1], row[2]
-            text = normalise_text(str(text))
+        dropped = 0
+        for points, raw, score, word in zip(result.boxes, texts, result.scores, words, strict=True):
+            text = normalise_text(str(raw))
             if not text:
                 continue
-            char_boxes: tuple[tuple[float, float, float, float], ...] = ()
-            if len(row) > 3 and row[3]:
-                char_boxes = tuple(_bbox(b) for b in row[3])
-            lines.append(OcrLine(text, _bbox(points), float(score), char_boxes))
-        return OcrPage(self.name, tuple(lines), w, h)
+            if float(score) < self.min_confidence:
+                dropped += len(text)
+                continue
+            lines.append(OcrLine(text, _bbox(points), float(score), _char_boxes(str(raw), word)))
+        if dropped:
+            log.debug("dropped %d characters in lines scoring below %.2f", dropped, self.min_confidence)
+        return lines
 
     def judge_up_down(self, gray: np.ndarray) -> tuple[bool, str] | None:
         """Vote of the PP-OCR line classifier (0 or 180 degrees) over the page's text lines."""
         scale = 1500 / max(gray.shape)
-        small = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        small = self._bgr(cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA))
         with self._lock:
-            boxes, _ = self._ocr(self._bgr(small), use_det=True, use_cls=False, use_rec=False)
-            if not boxes:
+            detected = self._run(small, rec=False, words=False)
+            boxes = getattr(detected, "boxes", None)
+            if boxes is None or len(boxes) == 0:
                 return None
-            crops = self._ocr.get_crop_img_list(self._bgr(small), [np.array(b, np.float32) for b in boxes])
+            crops = self._ocr.crop_text_regions(small, boxes)
             wide = [c for c in crops if c.shape[1] > 2 * c.shape[0]][:40]
             if len(wide) < 3:
                 return None
-            _, labels, _ = self._ocr.text_cls(wide)
+            labels = self._ocr._load_cls_model()(wide).cls_res or []
         votes = sum(score if label == "180" else -score for label, score in labels)
         if abs(votes) < 1.0:
             return None

@@ -8,11 +8,16 @@ updates rows instead of duplicating them. One class per concern; `Store` is all 
 
 from __future__ import annotations
 
+from typing import Any
+
 from pipeline.store.accounts import AccountStore
 from pipeline.store.audit import AuditStore, ChainCheck, append_audit
 from pipeline.store.base import MIGRATIONS, database_url, owner_only, upgrade_schema
 from pipeline.store.catalogue import CatalogueImport, CatalogueStore
+from pipeline.store.disposal import DisposalStore
 from pipeline.store.items import ItemStore
+from pipeline.store.lifecycle import LifecycleStore, PackageResult, aware
+from pipeline.store.lookups import LookupStore
 from pipeline.store.qa import QaStore
 from pipeline.store.schema import (
     AuditRow,
@@ -32,11 +37,19 @@ from pipeline.store.schema import (
 )
 
 
-class Store(CatalogueStore, ItemStore, QaStore, AccountStore, AuditStore):
+class Store(
+    CatalogueStore, ItemStore, QaStore, AccountStore, AuditStore, LifecycleStore, DisposalStore, LookupStore
+):
     """The whole state store."""
 
 
+def open_store(settings: Any) -> Store:
+    """The state store the settings name, keyed and anchored in their home folder."""
+    return Store(settings.state_url, home=settings.home_dir)
+
+
 __all__ = [
+    "open_store",
     "MIGRATIONS",
     "AuditRow",
     "Base",
@@ -48,6 +61,7 @@ __all__ = [
     "FindingRow",
     "IndexPendingRow",
     "ItemRow",
+    "PackageResult",
     "PackageRow",
     "QaCaseRow",
     "SessionRow",
@@ -55,6 +69,7 @@ __all__ = [
     "TokenRow",
     "UserRow",
     "append_audit",
+    "aware",
     "database_url",
     "now",
     "owner_only",

@@ -10,14 +10,19 @@ processes appending at once still build one chain, on SQLite and on PostgreSQL.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
+import os
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 from sqlalchemy.orm import Session
 
+from pipeline.keys import fingerprint
 from pipeline.store.base import StoreBase
 from pipeline.store.schema import AuditHeadRow, AuditRow, now
 
@@ -34,16 +39,25 @@ def _utc_text(at: datetime) -> str:
 
 
 def row_hash(
-    prev_hash: str, row_id: int, at: datetime, user: str, action: str, target: str, details: Any
+    prev_hash: str,
+    row_id: int,
+    at: datetime,
+    user: str,
+    action: str,
+    target: str,
+    details: Any,
+    key: bytes = b"",
 ) -> str:
+    """SHA-256 of the row and the hash before it; keyed (HMAC) when the home folder holds the
+    audit key, so the chain cannot be recomputed by someone who can only reach the database."""
     payload = json.dumps(
         [prev_hash, row_id, _utc_text(at), user, action, target, details],
         ensure_ascii=False,
         sort_keys=True,
         separators=(",", ":"),
         default=str,
-    )
-    return hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()
+    ).encode("utf-8", "surrogatepass")
+    return hmac.new(key, payload, hashlib.sha256).hexdigest() if key else hashlib.sha256(payload).hexdigest()
 
 
 def _plain(details: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -66,6 +80,7 @@ def append_audit(
         session.flush()
     head = session.get(AuditHeadRow, HEAD_ID, populate_existing=True)
     assert head is not None
+    key: bytes = session.info.get("audit_key", b"")
     row = AuditRow(
         at=now(),
         user=user[:100],
@@ -73,13 +88,35 @@ def append_audit(
         target=target[:_MAX_TARGET],
         details=_plain(details),
         prev_hash=head.last_hash or GENESIS,
+        key_id=fingerprint(key),
     )
     session.add(row)
     session.flush()  # assigns the id the hash covers
-    row.hash = row_hash(row.prev_hash, row.id, row.at, row.user, row.action, row.target, row.details)
+    row.hash = row_hash(row.prev_hash, row.id, row.at, row.user, row.action, row.target, row.details, key)
     head.last_id, head.last_hash = row.id, row.hash
     session.flush()
+    anchor: Path | None = session.info.get("audit_anchor")
+    if anchor is not None:
+        mark = {"rows": head.rows, "last_id": head.last_id, "last_hash": head.last_hash}
+        event.listen(session, "after_commit", lambda _s: _write_anchor(anchor, mark), once=True)
     return row
+
+
+def _write_anchor(path: Path, mark: dict[str, Any]) -> None:
+    """The chain's newest link, outside the database: cutting rows off the end (or emptying the
+    log) cannot go unnoticed. Concurrent writers may leave an older link: still a valid prefix."""
+    try:
+        current = json.loads(path.read_text(encoding="utf-8"))
+        if int(current.get("rows", 0)) > int(mark["rows"]):
+            return
+    except (OSError, ValueError):
+        pass
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+    try:
+        tmp.write_text(json.dumps(mark), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError:  # the record in the database stands; the next append writes the anchor again
+        tmp.unlink(missing_ok=True)
 
 
 @dataclass
@@ -112,6 +149,10 @@ class AuditStore(StoreBase):
         """Walk the whole log in order and recompute every link; name each break found."""
         check = ChainCheck()
         previous, previous_id = GENESIS, 0
+        key: bytes = getattr(self, "audit_key", b"")
+        keyed_since: int | None = None
+        hashes: dict[int, str] = {}
+        anchor = self._anchor()
         with self.session() as session:
             head = session.get(AuditHeadRow, HEAD_ID)
             after = 0
@@ -132,11 +173,28 @@ class AuditStore(StoreBase):
                             else ""
                         )
                         check.problems.append(f"row {row.id}: the link to the row before does not match{gap}")
+                    if row.key_id:
+                        keyed_since = row.id if keyed_since is None else keyed_since
+                        if row.key_id != fingerprint(key):
+                            check.problems.append(f"row {row.id}: hashed with a key this home does not hold")
+                    elif keyed_since is not None:
+                        check.problems.append(
+                            f"row {row.id}: not keyed, though rows from {keyed_since} on are (rewritten?)"
+                        )
                     expected = row_hash(
-                        row.prev_hash, row.id, row.at, row.user, row.action, row.target, row.details
+                        row.prev_hash,
+                        row.id,
+                        row.at,
+                        row.user,
+                        row.action,
+                        row.target,
+                        row.details,
+                        key if row.key_id else b"",
                     )
                     if row.hash != expected:
                         check.problems.append(f"row {row.id}: its content does not match its hash (changed)")
+                    if anchor is not None and row.id == anchor.get("last_id"):
+                        hashes[row.id] = row.hash
                     previous, previous_id = row.hash, row.id
                 after = rows[-1].id
             check.last_hash = previous
@@ -153,4 +211,21 @@ class AuditStore(StoreBase):
                     check.problems.append(
                         f"the head names row {head.last_id} as the last, the log ends at row {previous_id}"
                     )
+        if anchor is not None:
+            last_id, last_hash = int(anchor.get("last_id", 0)), str(anchor.get("last_hash", ""))
+            if check.rows < int(anchor.get("rows", 0)) or hashes.get(last_id) != last_hash:
+                check.problems.append(
+                    f"the anchor outside the database ({self.anchor_path}) names row {last_id} "
+                    f"of {anchor.get('rows')} with another hash: rows were removed or rewritten"
+                )
         return check
+
+    def _anchor(self) -> dict[str, Any] | None:
+        path: Path | None = getattr(self, "anchor_path", None)
+        if path is None or not path.exists():
+            return None
+        try:
+            data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+            return data
+        except (OSError, ValueError):
+            return {"rows": -1, "last_id": -1, "last_hash": "unreadable"}

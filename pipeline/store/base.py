@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, make_url
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
@@ -45,14 +45,34 @@ def owner_only(path: Path) -> None:
             continue
 
 
+MIGRATION_LOCK = 0x43415054  # PostgreSQL advisory lock key held while migrating ("CAPT")
+
+
 def upgrade_schema(engine: Engine) -> None:
-    """Bring the database to the newest migration (creates it on first use)."""
+    """Bring the database to the newest migration (creates it on first use), in one transaction
+    that one process at a time may hold: a process killed mid-migration leaves the database as
+    it was, and processes starting together on a new database do not trip over each other."""
     from alembic import command
     from alembic.config import Config
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
+    if engine.dialect.name == "sqlite":
+        # pysqlite does not put DDL in a transaction by itself: a separate engine that does
+        # (BEGIN IMMEDIATE also takes the write lock, so a second process waits its turn)
+        migrating = create_engine(engine.url, connect_args={"isolation_level": None, "timeout": 60})
+        event.listen(migrating, "connect", _sqlite_pragmas)
+        event.listen(migrating, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+        try:
+            with migrating.begin() as connection:
+                config.attributes["connection"] = connection
+                command.upgrade(config, "head")
+        finally:
+            migrating.dispose()
+        return
     with engine.begin() as connection:
+        if engine.dialect.name == "postgresql":
+            connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
 
@@ -67,16 +87,37 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 class StoreBase:
     """Opens the database, upgrades its schema, and hands out transactions."""
 
-    def __init__(self, url_or_path: str | Path) -> None:
+    def __init__(self, url_or_path: str | Path, *, home: Path | None = None) -> None:
+        """`home`: the home folder holding the audit key and the chain's anchor (for a SQLite
+        file, its folder unless given; without one the chain is kept, unkeyed, unanchored)."""
+        from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+
+        from pipeline.errors import ConfigError
+
         url = database_url(url_or_path)
         self.url = url
-        self.engine: Engine = create_engine(url, future=True, pool_pre_ping=True)
         self.is_sqlite = url.startswith("sqlite")
-        if self.is_sqlite:
-            event.listen(self.engine, "connect", _sqlite_pragmas)
-        upgrade_schema(self.engine)
+        try:
+            self.engine: Engine = create_engine(url, future=True, pool_pre_ping=True)
+            if self.is_sqlite:
+                event.listen(self.engine, "connect", _sqlite_pragmas)
+            upgrade_schema(self.engine)
+        except (ArgumentError, NoSuchModuleError, OperationalError) as exc:
+            shown = make_url(url).render_as_string(hide_password=True) if "://" in url else url
+            cause = getattr(exc, "orig", None) or exc
+            raise ConfigError(
+                f"the state database (state.url = {shown}) cannot be opened: {cause}"[:600]
+            ) from exc
         if self.is_sqlite:
             owner_only(Path(url.removeprefix("sqlite:///")))
+            home = home or Path(url.removeprefix("sqlite:///")).parent
+        self.audit_key = b""
+        self.anchor_path: Path | None = None
+        if home is not None:
+            from pipeline.keys import secret
+
+            self.audit_key = secret(home, "audit")
+            self.anchor_path = home / "audit-anchor.json"
 
     def close(self) -> None:
         self.engine.dispose()
@@ -85,4 +126,6 @@ class StoreBase:
     def session(self) -> Iterator[Session]:
         """One transaction: committed when the block ends, rolled back if it raises."""
         with Session(self.engine, expire_on_commit=False) as session, session.begin():
+            session.info["audit_key"] = self.audit_key
+            session.info["audit_anchor"] = self.anchor_path
             yield session

@@ -6,11 +6,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 
-from pipeline.models import ItemResult, Severity
+from pipeline.models import ItemResult
+from pipeline.qagate import flags_of, gate, searchable
 from pipeline.store.base import StoreBase
-from pipeline.store.qa import open_case_in, visible_for
+from pipeline.store.qa import open_case_in
 from pipeline.store.schema import (
     BatchRow,
     FindingRow,
@@ -43,6 +44,27 @@ class ItemStore(StoreBase):
             row.attempts = (row.attempts or 0) + 1
             return row.attempts
 
+    def set_batch_plan(self, batch_id: str, items: int, pages: int) -> None:
+        with self.session() as session:
+            row = session.get(BatchRow, batch_id)
+            if row is not None:
+                row.items_planned, row.pages_planned = items, pages
+
+    def set_batch_flow_run(self, batch_id: str, path: str, flow_run_id: str) -> None:
+        """Remember the flow run processing the batch (server mode), so another watcher follows it."""
+        with self.session() as session:
+            row = session.get(BatchRow, batch_id)
+            if row is None:
+                row = BatchRow(batch_id=batch_id, path=path, status="processing", attempts=0)
+                session.add(row)
+            row.flow_run_id = flow_run_id
+
+    def items_done(self, batch_id: str) -> int:
+        """Items recorded by this batch so far (its progress)."""
+        with self.session() as session:
+            count = session.scalar(select(func.count()).where(ItemRow.batch_id == batch_id))
+            return int(count or 0)
+
     def batch_attempts(self, batch_id: str) -> int:
         with self.session() as session:
             row = session.get(BatchRow, batch_id)
@@ -74,12 +96,13 @@ class ItemStore(StoreBase):
 
     # ---------------------------------------------------------------- items
     def record_item(self, batch_id: str, item: ItemResult) -> ItemRow:
-        """Upsert the item, its package history, findings and QA case; returns the item row.
+        """Upsert the item, its package history and findings, and apply the QA gate
+        (pipeline.qagate) in the same transaction; returns the item row.
 
         Idempotent for the same package (same PDF SHA-256): re-running never duplicates a
         package, a finding or a case. A new package supersedes the current one.
         """
-        flags = [f.to_dict() for f in item.findings if f.severity != Severity.INFO]
+        flags = flags_of(item)
         with self.session() as session:
             current = session.scalars(
                 select(PackageRow).where(
@@ -105,7 +128,14 @@ class ItemStore(StoreBase):
                     )
                 )
             row = session.get(ItemRow, item.archive_code)
-            if flags and open_case is None and (new_package or row is None or row.qa_status == "none"):
+            decided = gate(
+                flags,
+                new_package=new_package,
+                known=row is not None,
+                current_status=row.qa_status if row is not None else "none",
+                case_open=open_case is not None,
+            )
+            if decided.open_case:
                 session.add(
                     QaCaseRow(
                         archive_code=item.archive_code,
@@ -114,16 +144,11 @@ class ItemStore(StoreBase):
                         findings=flags,
                     )
                 )
-                qa_status = "open"
-            elif new_package or row is None:
-                qa_status = "open" if flags else "none"
-            else:
-                qa_status = row.qa_status  # the same package again: QA decisions stand
             values = {
                 "batch_id": batch_id,
                 "verdict": str(item.verdict),
-                "qa_status": qa_status,
-                "visible": visible_for(qa_status, item.pdf_sha256),
+                "qa_status": decided.qa_status,
+                "visible": searchable(decided.qa_status, item.pdf_sha256),
                 "pages": item.page_count,
                 "blank_pages": item.blank_pages,
                 "pdf_path": item.pdf_path,

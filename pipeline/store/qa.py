@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from pipeline.qagate import searchable
 from pipeline.store.audit import append_audit
 from pipeline.store.base import StoreBase
-from pipeline.store.schema import DecisionRow, ItemRow, QaCaseRow, now
+from pipeline.store.schema import CatalogueRow, DecisionRow, ItemRow, QaCaseRow, now
 
 
 class QaStore(StoreBase):
@@ -36,12 +37,31 @@ class QaStore(StoreBase):
         *,
         close_as: str | None,
         details: dict[str, Any] | None = None,
+        page_count: int | None = None,
+        findings: list[dict[str, Any]] | None = None,
     ) -> DecisionRow:
-        """Record a decision on the item's open case; close it as `close_as` (None keeps it open)."""
+        """Record a decision on the item's open case; close it as `close_as` (None keeps it open).
+
+        One transaction that first takes the case's write lock: of two decisions sent at once,
+        one is recorded and the other finds no open case. A correction's new page count and
+        the case's remaining findings are written in the same transaction."""
         with self.session() as session:
+            session.execute(  # the lock first (SQLite: the database's; PostgreSQL: the row's)
+                update(QaCaseRow)
+                .where(QaCaseRow.archive_code == archive_code, QaCaseRow.status == "open")
+                .values(status="open")
+            )
             case = open_case_in(session, archive_code)
             if case is None:
-                raise LookupError(f"{archive_code} has no open QA case")
+                raise LookupError(f"{archive_code} has no open QA case (decided meanwhile?)")
+            if page_count is not None:
+                session.execute(
+                    update(CatalogueRow)
+                    .where(CatalogueRow.archive_code == archive_code)
+                    .values(page_count=page_count)
+                )
+            if findings is not None:
+                case.findings = findings
             decision = DecisionRow(
                 case_id=case.id,
                 archive_code=archive_code,
@@ -56,7 +76,7 @@ class QaStore(StoreBase):
                 case.status, case.closed_at = close_as, now()
                 if item is not None:
                     item.qa_status = close_as
-                    item.visible = visible_for(close_as, item.pdf_sha256)
+                    item.visible = searchable(close_as, item.pdf_sha256)
                     item.updated_at = now()
             session.flush()
             append_audit(
@@ -88,8 +108,3 @@ class QaStore(StoreBase):
 def open_case_in(session: Session, archive_code: str) -> QaCaseRow | None:
     query = select(QaCaseRow).where(QaCaseRow.archive_code == archive_code, QaCaseRow.status == "open")
     return session.scalars(query).first()
-
-
-def visible_for(qa_status: str, pdf_sha256: str | None) -> bool:
-    """Searchers see an item once it passed QA (straight through, approved or corrected)."""
-    return pdf_sha256 is not None and qa_status in ("none", "approved", "corrected")

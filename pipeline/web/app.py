@@ -438,6 +438,9 @@ def create_web_app(settings: Settings, svc: ArchiveService | None = None) -> Fas
             request, "batches.html", who, rows=overview.rows, waiting=overview.waiting, show_all=bool(all)
         )
 
+    from pipeline.web.lifecycle import add_lifecycle_pages  # (it imports this module: imported here)
+
+    add_lifecycle_pages(app, service, render, check_csrf, lang_of)
     return app
 
 

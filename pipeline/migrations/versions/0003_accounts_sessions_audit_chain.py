@@ -77,10 +77,20 @@ def upgrade() -> None:
 def _chain_existing_rows(connection: sa.engine.Connection) -> None:
     """Link the rows written before the chain existed, in id order, and write the head."""
     from pipeline.store.audit import GENESIS, HEAD_ID, row_hash
-    from pipeline.store.schema import AuditRow
 
     previous, last_id, count = GENESIS, 0, 0
-    table = sa.Table("audit_log", sa.MetaData(), *[c.copy() for c in AuditRow.__table__.columns])
+    table = sa.Table(  # the table as it is at this revision (later ones add columns)
+        "audit_log",
+        sa.MetaData(),
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("at", sa.DateTime(timezone=True)),
+        sa.Column("user", sa.String(100)),
+        sa.Column("action", sa.String(30)),
+        sa.Column("target", sa.Text),
+        sa.Column("details", sa.JSON),
+        sa.Column("prev_hash", sa.String(64)),
+        sa.Column("hash", sa.String(64)),
+    )
     rows = connection.execute(sa.select(table).order_by(table.c.id)).mappings().fetchall()
     for row in rows:
         digest = row_hash(
