@@ -28,6 +28,7 @@ from pipeline.access import Principal
 from pipeline.archive import ArchiveLayout, remove_tree, sha256_of, write_read_only
 from pipeline.errors import DisposalError, Forbidden, NotFound
 from pipeline.fixity import primary_root
+from pipeline.index.base import SearchBackend
 from pipeline.retention import Due, archived_dues
 from pipeline.settings import Settings
 from pipeline.store import Store
@@ -215,13 +216,18 @@ def execute(settings: Settings, store: Store, list_id: int, *, user: str, witnes
     roots = [ArchiveLayout(primary_root(settings)), *(ArchiveLayout(c) for c in copies)]
     latest = latest_decisions(store.disposal_decisions(list_id))
     outcome = Executed(list_id)
-    for item in store.disposal_items(list_id):
-        decision = latest[item.archive_code]
-        if decision.decision != "destroy":
-            outcome.kept.append(item.archive_code)
-            continue
-        outcome.files += _destroy(settings, store, listed, item, roots, user, witness.strip())
-        outcome.destroyed.append(item.archive_code)
+    indexes = _search_indexes(settings)
+    try:
+        for item in store.disposal_items(list_id):
+            decision = latest[item.archive_code]
+            if decision.decision != "destroy":
+                outcome.kept.append(item.archive_code)
+                continue
+            outcome.files += _destroy(settings, store, indexes, listed, item, roots, user, witness.strip())
+            outcome.destroyed.append(item.archive_code)
+    finally:
+        for index in indexes:
+            index.close()
     store.close_disposal_list(list_id, user, witness.strip(), len(outcome.destroyed))
     return outcome
 
@@ -229,6 +235,7 @@ def execute(settings: Settings, store: Store, list_id: int, *, user: str, witnes
 def _destroy(
     settings: Settings,
     store: Store,
+    indexes: list[SearchBackend],
     listed: DisposalListRow,
     item: DisposalItemRow,
     roots: list[ArchiveLayout],
@@ -244,7 +251,7 @@ def _destroy(
             for where, base, path in targets
             for rel, digest, size in _files_of(base, path)
         ]
-        _unindex(settings, store, code)
+        _unindex(store, indexes, code)
         decisions = [
             {
                 "decision": d.decision,
@@ -272,7 +279,7 @@ def _destroy(
             user,
         )
     else:
-        _unindex(settings, store, code)  # finishing an interrupted execution
+        _unindex(store, indexes, code)  # finishing an interrupted execution
     for _, _, path in targets:
         remove_tree(path)
     document = {
@@ -326,19 +333,18 @@ def _files_of(base: Path, path: Path) -> list[tuple[str, str, int]]:
     return [(f.relative_to(base).as_posix(), *sha256_of(f)) for f in files]
 
 
-def _unindex(settings: Settings, store: Store, code: str) -> None:
-    """Out of search: the configured backend, and an embedded index file left from before."""
+def _search_indexes(settings: Settings) -> list[SearchBackend]:
+    """The configured search backend, and the embedded index file if one is left from before."""
     from pipeline.index import open_backend
 
-    index = open_backend(settings)
-    try:
-        index.delete_item(code)
-    finally:
-        index.close()
+    indexes = [open_backend(settings)]
     if settings.index.backend != "sqlite" and settings.index_path.is_file():
-        embedded = open_backend(settings, "sqlite")
-        try:
-            embedded.delete_item(code)
-        finally:
-            embedded.close()
+        indexes.append(open_backend(settings, "sqlite"))
+    return indexes
+
+
+def _unindex(store: Store, indexes: list[SearchBackend], code: str) -> None:
+    """Out of search everywhere, before anything else of the item is touched."""
+    for index in indexes:
+        index.delete_item(code)
     store.clear_index_pending(code)

@@ -10,7 +10,7 @@
      │    └── BatchDied               4    -    the process running a batch died, every attempt
      ├── QaError                      5   400   a QA decision cannot be made (no open case, no reason)
      ├── IndexUnavailable             6   503   the search backend is unreachable after retries
-     ├── PrefectUnavailable          11   503   server mode: the Prefect server is unreachable or refuses
+     ├── PrefectUnavailable           8   503   server mode: the Prefect server is unreachable or refuses
      ├── AccessDenied                 7   401   unknown user, wrong token or password, ended session
      │    ├── AccountLocked           7   429   too many failed password checks; locked for a while
      │    └── Forbidden               7   403   the role does not allow the request at all
@@ -85,7 +85,7 @@ class IndexUnavailable(CaptureError):
 class PrefectUnavailable(CaptureError):
     """Server mode: the Prefect server could not be reached or refused a request."""
 
-    exit_code = 11
+    exit_code = 8
     http_status = 503
 
 

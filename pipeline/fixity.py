@@ -28,6 +28,7 @@ from pipeline.archive import DECISIONS_NAME, MANIFEST_NAME, ArchiveLayout, pdf_n
 from pipeline.errors import NotFound
 from pipeline.settings import FixitySettings, Settings
 from pipeline.store import PackageResult, Store, aware
+from pipeline.store.schema import FixityRunRow, FixityStatusRow
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,15 @@ class FixityReport:
     @property
     def bytes(self) -> int:
         return sum(c.bytes for c in self.checks)
+
+
+@dataclass(frozen=True)
+class FixityOverview:
+    runs: list[FixityRunRow]
+    damaged: list[FixityStatusRow]
+    packages: int
+    checked_in_cycle: int  # packages of the archive checked within the last cycle_days
+    cycle_days: int
 
 
 def check_package(root: Path, code: str, pdf_sha256: str | None, baseline: str | None) -> PackageCheck:
@@ -254,7 +264,7 @@ def rolling_check(settings: Settings, store: Store, *, user: str = "watcher") ->
             roots.append(Path(replica.root))
         else:
             log.warning("rolling fixity check: the copy %s is not reachable; skipped", replica.root)
-    reports = []
+    reports: list[FixityReport] = []
     for copy in roots:
         if not quota or (reports and time.monotonic() >= deadline):
             break  # (the archive itself gets at least one package, whatever the budget)

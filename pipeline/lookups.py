@@ -55,6 +55,13 @@ class RegisterLine:
     granted_until: datetime | None = None
 
 
+@dataclass(frozen=True)
+class AccessOverview:
+    mine: list[AccessRequestRow]
+    pending: list[AccessRequestRow]  # for archivists: what waits for a decision
+    decided: list[AccessRequestRow]
+
+
 def _text(value: str, what: str, limit: int) -> str:
     text = value.strip()
     if not text:

@@ -40,10 +40,11 @@ from pipeline.retention import item_retention
 from pipeline.security import HIGHEST
 from pipeline.settings import Settings
 from pipeline.store import BatchRow, DecisionRow, QaCaseRow, Store, open_store
-from pipeline.store.schema import AccessRequestRow, FixityRunRow, FixityStatusRow
+from pipeline.store.schema import AccessRequestRow
 
 if TYPE_CHECKING:
-    from pipeline.lookups import RegisterLine
+    from pipeline.fixity import FixityOverview
+    from pipeline.lookups import AccessOverview, RegisterLine
     from pipeline.qa import Outcome
 
 MAX_AGE_DAYS = 36500
@@ -450,6 +451,8 @@ class ArchiveService:
 
     def access_requests(self, who: Principal, via: str = "api") -> AccessOverview:
         """`who`'s own requests; for archivists also the pending ones they may decide, and decisions."""
+        from pipeline.lookups import AccessOverview
+
         mine = self.store.access_requests(user_id=who.user_id) if who.user_id else []
         pending: list[AccessRequestRow] = []
         decided: list[AccessRequestRow] = []
@@ -488,7 +491,7 @@ class ArchiveService:
         if not who.is_admin:
             self.refuse(who, "fixity", "", "admins only", via)
             raise Forbidden("only admins see the fixity results")
-        from pipeline.fixity import primary_root
+        from pipeline.fixity import FixityOverview, primary_root
 
         root = str(primary_root(self.settings))
         since = datetime.now(UTC) - timedelta(days=self.settings.fixity.cycle_days)
@@ -501,22 +504,6 @@ class ArchiveService:
         )
         self.store.audit(who.username, "fixity.view", "", {"damaged": len(overview.damaged), "via": via})
         return overview
-
-
-@dataclass(frozen=True)
-class AccessOverview:
-    mine: list[AccessRequestRow]
-    pending: list[AccessRequestRow]  # for archivists: what waits for a decision
-    decided: list[AccessRequestRow]
-
-
-@dataclass(frozen=True)
-class FixityOverview:
-    runs: list[FixityRunRow]
-    damaged: list[FixityStatusRow]
-    packages: int
-    checked_in_cycle: int  # packages of the archive checked within the last cycle_days
-    cycle_days: int
 
 
 def item_facts_for(archive_code: str, entry: CatalogueEntry | None, visible: bool = False) -> ItemFacts:

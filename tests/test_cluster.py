@@ -291,3 +291,13 @@ def test_a_poison_batch_is_quarantined_and_the_watcher_carries_on(cluster, sampl
     good = {"G-0001": "后来的正常批次"}
     _drop(cluster, "after-poison", good, samples_module, tmp_path)
     _wait_for(cluster.watch_dir / "done" / "after-poison", cluster, 300)
+
+
+def test_run_submit_hands_a_folder_to_the_cluster_and_follows_it(cluster, samples_module, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    texts = {"S-0001": "提交到集群的第一件", "S-0002": "提交到集群的第二件"}
+    _capture(cluster, "catalogue", "import", str(_catalogue(tmp_path / "s.csv", list(texts))))
+    batch = _make_batch(tmp_path / "submitted", texts, samples_module)
+    done = _capture(cluster, "run", "--submit", str(batch))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "submitted as flow run" in done.stdout and "2 items" in done.stdout
+    assert all((cluster.home / "archive" / code / "record.json").exists() for code in texts)

@@ -49,7 +49,9 @@ def test_the_docstring_draws_every_class_with_its_exit_code_and_status() -> None
 
 def _capture(home: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "CAPTURE_HOME": str(home), "CAPTURE_USER": "tester"}
-    return subprocess.run([*CAPTURE, *args], input=stdin, capture_output=True, text=True, env=env, timeout=120)
+    return subprocess.run(
+        [*CAPTURE, *args], input=stdin, capture_output=True, text=True, env=env, timeout=120
+    )
 
 
 def _cursor(data: object) -> str:
@@ -87,7 +89,9 @@ def home_with_index(tmp_path_factory) -> Path:  # type: ignore[no-untyped-def]
         (["run", "/nonexistent/batch"], 4, "does not exist"),
     ],
 )
-def test_bad_input_gets_a_message_and_an_exit_code_never_a_traceback(home_with_index, args, code, words) -> None:  # type: ignore[no-untyped-def]
+def test_bad_input_gets_a_message_and_an_exit_code_never_a_traceback(
+    home_with_index, args, code, words
+) -> None:  # type: ignore[no-untyped-def]
     result = _capture(home_with_index, *args)
     assert result.returncode == code, result.stdout + result.stderr
     assert words in result.stderr and "Traceback" not in result.stderr + result.stdout

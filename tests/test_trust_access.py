@@ -222,7 +222,9 @@ def test_a_reclassified_item_leaves_search_before_the_import_returns(home, tmp_p
         service.close()
 
 
-def test_a_level_nobody_recognises_hides_its_item_and_the_batch_goes_on(tmp_path, samples_module, prefect_harness) -> None:  # type: ignore[no-untyped-def]
+def test_a_level_nobody_recognises_hides_its_item_and_the_batch_goes_on(
+    tmp_path, samples_module, prefect_harness
+) -> None:  # type: ignore[no-untyped-def]
     """'²' (or any value an older version stored) ranks highest: no crash, no lower level."""
     from pipeline.flows.batch import run_batch
     from pipeline.models import CatalogueEntry

@@ -77,7 +77,9 @@ def test_a_huge_png_is_refused_and_the_rest_of_the_batch_is_archived_under_4_gb(
         _item(samples_module, batch / f"M-000{n}", f"第{n}件后面的档案", n)
     catalogue = _catalogue(tmp_path / "c.csv", {"M-0001": 2, "M-0002": 1, "M-0003": 1})
     home = tmp_path / "home"
-    env = {**os.environ, "CAPTURE_HOME": str(home)}
+    user_home = tmp_path / "user-home"  # the login's own home: nothing may be written there
+    user_home.mkdir()
+    env = {**os.environ, "CAPTURE_HOME": str(home), "HOME": str(user_home)}
     run = subprocess.run(
         [sys.executable, "-c", PEAK_RSS, *CAPTURE, "run", str(batch), "--catalogue", str(catalogue)],
         capture_output=True,
@@ -96,6 +98,7 @@ def test_a_huge_png_is_refused_and_the_rest_of_the_batch_is_archived_under_4_gb(
     assert len(too_large) == 1 and "0002.png" in too_large[0]["message"]
     assert "imaging.max_page_pixels" in too_large[0]["message"]
     assert (batch / "M-0001" / "0002.png").exists()  # the original is never touched
+    assert list(user_home.rglob("*")) == [], list(user_home.rglob("*"))  # e.g. no ~/intel telemetry
     print(f"peak RSS of the whole run: {peak_kb / 1024:.0f} MB")
 
 

@@ -244,6 +244,14 @@ def run_items(
             outcome = {"summary": item.summary(), "not_indexed": problem, "worker": worker}
             batchplan.write_outcome(settings.work_dir, batch_id, plan.archive_code, outcome)
             outcomes.append(outcome)
+            log.info(
+                "%s: %s, %d pages, %d findings%s",
+                item.archive_code,
+                item.verdict,
+                item.page_count,
+                len(item.findings),
+                f"; not indexed: {problem}" if problem else "",
+            )
             watcher.item_done(ItemOutcome.of(item))
 
     started: set[int] = set()

@@ -191,6 +191,22 @@ def retry_index(settings: Settings, say: Say) -> None:
         store.close()
 
 
+def rolling_fixity(settings: Settings, say: Say) -> None:
+    """A share of the archive's packages checked against their manifests (`fixity.*` settings);
+    damage is recorded and said, and never stops the watcher."""
+    from pipeline import fixity
+
+    store = open_store(settings)
+    try:
+        for report in fixity.run_rolling_if_due(settings, store, user="watcher"):
+            for p in report.problems[:20]:
+                say(f"fixity ({report.root}): {p.archive_code} {p.path} is {p.kind}: {p.detail}")
+    except Exception:  # noqa: BLE001 - a check that fails must not stop the batches
+        log.exception("the rolling fixity check failed")
+    finally:
+        store.close()
+
+
 def watch_folder(
     settings: Settings,
     *,
@@ -230,8 +246,11 @@ def watch_folder(
                     say(f"claimed batch {claimed.name} ({mode})")
                     counts[handle(claimed, areas, settings, say, env)] += 1
             delay = settings.watch.poll_seconds
-            if until_idle and not watch.candidates(areas) and not any(areas.processing.glob("claim-*")):
+            idle = not watch.candidates(areas) and not any(areas.processing.glob("claim-*"))
+            if until_idle and idle:
                 break
+            if idle:  # between batches: the rolling fixity check, when one is due
+                rolling_fixity(settings, say)
         except OSError as exc:
             say(f"watch folder problem: {exc}; retrying in {delay:g} s")
             delay = min(delay * 2, 300.0)

@@ -145,8 +145,13 @@ class RapidOcrEngine:
         return lines
 
     def judge_up_down(self, gray: np.ndarray) -> tuple[bool, str] | None:
-        """Vote of the PP-OCR line classifier (0 or 180 degrees) over the page's text lines."""
-        scale = 1500 / max(gray.shape)
+        """Vote of the PP-OCR line classifier (0 or 180 degrees) over the page's text lines.
+
+        The lines are found on the page shrunk to 1050 pixels (the detector's smallest input side,
+        736, for A4): on the 30 development pages, each also turned upside down, as right (60 of
+        60) as at 1500 pixels, for 0.22 instead of 0.39 CPU seconds.
+        """
+        scale = 1050 / max(gray.shape)
         small = self._bgr(cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA))
         with self._lock:
             detected = self._run(small, rec=False, words=False)

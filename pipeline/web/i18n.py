@@ -129,6 +129,8 @@ MESSAGES: dict[str, dict[str, str]] = {
         "archivist approves, you may see that item for a limited time",
     },
     "purpose": {"zh": "调阅目的（必填）", "en": "Purpose (required)"},
+    "purpose_col": {"zh": "调阅目的", "en": "Purpose"},
+    "reason_col": {"zh": "审批理由", "en": "Reason"},
     "days_wanted": {"zh": "期限（天）", "en": "For (days)"},
     "send_request": {"zh": "提交申请", "en": "Send the request"},
     "my_requests": {"zh": "我的申请", "en": "My requests"},

@@ -17,6 +17,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from pipeline.errors import AccessRequestError
 from pipeline.service import ArchiveService
+from pipeline.web.app import Viewer, WebError  # (app.py imports this module only when it builds the app)
 from pipeline.web.i18n import translate
 
 Render = Callable[..., Response]
@@ -30,8 +31,6 @@ def add_lifecycle_pages(
     check_csrf: Callable[[Request, str], None],
     lang_of: Callable[[Request], str],
 ) -> None:
-    from pipeline.web.app import Viewer, WebError
-
     settings = service.settings
 
     def back(target: str, **params: str) -> Response:
