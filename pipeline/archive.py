@@ -24,6 +24,7 @@ import shutil
 import stat
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +98,52 @@ class ArchiveLayout:
     def read_record(self, archive_code: str) -> dict[str, Any]:
         data: dict[str, Any] = json.loads(self.record(archive_code).read_text(encoding="utf-8"))
         return data
+
+    # -- writing a package: staged, checked, renamed into place -----------------------------
+
+    def new_staging(self, archive_code: str) -> Path:
+        """An empty folder to write a package into (renamed into place when it is complete)."""
+        self.staging.mkdir(parents=True, exist_ok=True)
+        folder = self.staging / f"{validate_archive_code(archive_code)}.{uuid.uuid4().hex}"
+        folder.mkdir()
+        return folder
+
+    def write_record(self, staging: Path, record: dict[str, Any]) -> Path:
+        path = staging / RECORD_NAME
+        tmp = staging / f".{RECORD_NAME}.{uuid.uuid4().hex}.tmp"
+        tmp.write_text(json.dumps(record, ensure_ascii=False, indent=1), encoding="utf-8")
+        os.replace(tmp, path)
+        return path
+
+    def write_manifest(self, staging: Path, archive_code: str) -> Path:
+        """SHA-256 of the PDF and the record, in `sha256sum -c` form."""
+        pdf, record = staging / pdf_name(archive_code), staging / RECORD_NAME
+        lines = [f"{sha256_of(p)[0]}  {p.name}" for p in (pdf, record)]
+        path = staging / MANIFEST_NAME
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        return path
+
+    def move_into_place(self, staging: Path, archive_code: str) -> Path:
+        """Rename the finished staging folder into the archive; an older package is kept aside.
+
+        The package's files are made read-only first, so no package is ever writable in place;
+        its folder stays writable, which lets a later rescan move it aside (and repair or
+        disposal replace or remove it)."""
+        make_read_only(staging)
+        final = self.folder(archive_code)
+        if final.exists():
+            kept = self.superseded / f"{archive_code}.{datetime.now(UTC):%Y%m%dT%H%M%S%f}"
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(final, kept)
+        os.replace(staging, final)
+        return final
+
+    def append_decision(self, archive_code: str, data: dict[str, Any]) -> None:
+        """One QA decision as a line of decisions.jsonl, so the package carries its history."""
+        folder = self.folder(archive_code)
+        if folder.is_dir():
+            with self.decisions(archive_code).open("a", encoding="utf-8") as handle:
+                handle.write(json.dumps(data, ensure_ascii=False) + "\n")
 
 
 def read_manifest(path: Path) -> dict[str, str]:

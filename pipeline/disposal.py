@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.access import Principal
-from pipeline.archive import ArchiveLayout, remove_tree, sha256_of, write_read_only
+from pipeline.archive import RECORD_NAME, ArchiveLayout, remove_tree, sha256_of, write_read_only
 from pipeline.errors import DisposalError, Forbidden, NotFound
 from pipeline.fixity import primary_root
 from pipeline.index.base import SearchBackend
@@ -311,7 +311,7 @@ def _targets(settings: Settings, code: str, roots: list[ArchiveLayout]) -> list[
             if path.exists():
                 found.append((where, layout.root, path))
     work = settings.work_dir.resolve()
-    records = [p / "record.json" for _, _, p in found]
+    records = [p / RECORD_NAME for _, _, p in found]
     for record in records:
         try:
             pages = json.loads(record.read_text(encoding="utf-8")).get("pages", [])

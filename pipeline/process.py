@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import __version__, imaging, package, verify
+from pipeline.archive import RECORD_NAME, ArchiveLayout, pdf_name
 from pipeline.errors import PageReadError, PageTooLarge
 from pipeline.index.base import IndexItem, IndexPage
 from pipeline.models import (
@@ -54,8 +55,6 @@ from pipeline.pages import (
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
-RECORD_NAME = "record.json"
-MANIFEST_NAME = "manifest-sha256.txt"
 
 
 def settings_fingerprint(settings: Settings) -> str:
@@ -363,23 +362,21 @@ def item_input_key(
 
 def reuse_packaged(archive_dir: Path, archive_code: str, input_key: str) -> ItemResult | None:
     """The item as already archived, if it was made from the same inputs and is intact."""
-    folder = archive_dir / archive_code
-    record_path = folder / RECORD_NAME
-    if not record_path.exists():
-        return None
+    layout = ArchiveLayout(archive_dir)
     try:
-        record = json.loads(record_path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+        record = layout.read_record(archive_code)
+    except (OSError, ValueError):
         return None
-    pdf_path = folder / f"{archive_code}.pdf"
+    pdf_path = layout.pdf(archive_code)
     if record.get("input_key") != input_key or not pdf_path.exists():
         return None
     if sha256_file(pdf_path) != record.get("pdf_sha256"):
         return None
-    return item_from_record(record, folder)
+    return item_from_record(record, layout.folder(archive_code))
 
 
 def item_from_record(record: dict[str, Any], folder: Path) -> ItemResult:
+    """The item a package folder's record describes."""
     entry = CatalogueEntry(**record["catalogue"]) if record.get("catalogue") else None
     pages = [_page_from_json(p) for p in record["pages"]]
     findings = [
@@ -392,7 +389,7 @@ def item_from_record(record: dict[str, Any], folder: Path) -> ItemResult:
         pages=pages,
         findings=findings,
         verdict=Verdict(record["verdict"]),
-        pdf_path=str(folder / f"{record['archive_code']}.pdf"),
+        pdf_path=str(folder / pdf_name(record["archive_code"])),
         record_path=str(folder / RECORD_NAME),
         pdf_sha256=record["pdf_sha256"],
         pdfa_valid=record["pdfa"]["valid"],
@@ -477,11 +474,8 @@ def package_verified(item: ItemResult, input_key: str, batch_id: str, settings: 
         item.verdict = verify.verdict_of(item.findings, packaged=False)
         return item
 
-    archive = settings.archive_dir
-    staging_root = archive / ".staging"
-    staging_root.mkdir(parents=True, exist_ok=True)
-    staging = staging_root / f"{archive_code}.{uuid.uuid4().hex}"
-    staging.mkdir()
+    layout = ArchiveLayout(settings.archive_dir)
+    staging = layout.new_staging(archive_code)
     try:
         pdf = package.build_pdf(
             [
@@ -493,7 +487,7 @@ def package_verified(item: ItemResult, input_key: str, batch_id: str, settings: 
             ]
         )
         package.write_metadata(pdf, archive_code, entry, f"Archive Capture {__version__}")
-        pdf_path = staging / f"{archive_code}.pdf"
+        pdf_path = staging / pdf_name(archive_code)
         outcome = package.save_pdfa(pdf, pdf_path)
         pdf.close()
         if not outcome.pdfa_valid:
@@ -510,16 +504,13 @@ def package_verified(item: ItemResult, input_key: str, batch_id: str, settings: 
         record = build_record(
             item, input_key, batch_id, outcome.validator_findings, software_versions(settings)
         )
-        _write_json_atomic(staging / RECORD_NAME, record)
-        (staging / MANIFEST_NAME).write_text(
-            f"{item.pdf_sha256}  {archive_code}.pdf\n{sha256_file(staging / RECORD_NAME)}  {RECORD_NAME}\n",
-            encoding="utf-8",
-        )
-        final = _move_into_place(staging, archive, archive_code)
+        layout.write_record(staging, record)
+        layout.write_manifest(staging, archive_code)
+        final = layout.move_into_place(staging, archive_code)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    item.pdf_path = str(final / f"{archive_code}.pdf")
+    item.pdf_path = str(final / pdf_name(archive_code))
     item.record_path = str(final / RECORD_NAME)
     return item
 
@@ -546,7 +537,7 @@ def build_record(
         "verdict": str(item.verdict),
         "findings": [f.to_dict() for f in item.findings],
         "pages": [_page_to_json(p) for p in item.pages],
-        "pdf": f"{item.archive_code}.pdf",
+        "pdf": pdf_name(item.archive_code),
         "pdf_sha256": item.pdf_sha256,
         "pdfa": {
             "flavour": package.PDFA_FLAVOUR,
@@ -558,24 +549,6 @@ def build_record(
         "input_key": input_key,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-
-
-def _move_into_place(staging: Path, archive: Path, archive_code: str) -> Path:
-    """Rename the finished staging folder into the archive; an older package is kept aside.
-
-    The package's files are made read-only first, so no package is ever writable in place; its
-    folder stays writable, which is what lets a later rescan move it aside (and repair or
-    disposal replace or remove it)."""
-    from pipeline.archive import make_read_only
-
-    make_read_only(staging)
-    final = archive / archive_code
-    if final.exists():
-        kept = archive / ".superseded" / f"{archive_code}.{datetime.now(UTC):%Y%m%dT%H%M%S%f}"
-        kept.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(final, kept)
-    os.replace(staging, final)
-    return final
 
 
 def index_document(item: ItemResult, *, visible: bool = True) -> IndexItem:

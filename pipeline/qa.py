@@ -8,12 +8,12 @@ functions only through pipeline.service.ArchiveService.decide, which checks acce
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from pipeline import verify
+from pipeline.archive import ArchiveLayout
 from pipeline.errors import IndexUnavailable, QaError
 from pipeline.index.base import SearchBackend
 from pipeline.models import Severity
@@ -36,13 +36,6 @@ def _require(reason: str, user: str) -> None:
         raise QaError("a reason is required for every QA decision (--reason)")
     if not user.strip():
         raise QaError("the deciding user is unknown (--user or CAPTURE_USER)")
-
-
-def _append_decision(settings: Settings, archive_code: str, data: dict[str, Any]) -> None:
-    folder = settings.archive_dir / archive_code
-    if folder.is_dir():
-        with (folder / "decisions.jsonl").open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(data, ensure_ascii=False) + "\n")
 
 
 def _decide(
@@ -78,8 +71,7 @@ def _decide(
         index.set_visible(archive_code, visible)
     except IndexUnavailable as exc:  # the decision stands; the index catches up on re-indexing
         store.mark_index_pending(archive_code, str(exc))
-    _append_decision(
-        settings,
+    ArchiveLayout(settings.archive_dir).append_decision(
         archive_code,
         {
             "action": action,
@@ -141,8 +133,7 @@ def correct(
 
 
 def load_record(settings: Settings, code: str) -> dict[str, Any]:
-    path = settings.archive_dir / code / "record.json"
-    if not path.exists():
-        raise QaError(f"{code} has no package in the archive ({path})")
-    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    return data
+    layout = ArchiveLayout(settings.archive_dir)
+    if not layout.record(code).exists():
+        raise QaError(f"{code} has no package in the archive ({layout.folder(code)})")
+    return layout.read_record(code)

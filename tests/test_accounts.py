@@ -232,9 +232,8 @@ def test_a_rewritten_or_emptied_log_is_found_by_the_key_and_the_anchor(tmp_path:
             last, before = rows[-1], rows[-2]
             session.execute(delete(AuditRow).where(AuditRow.id == last.id))
             session.execute(
-                text(
-                    f"UPDATE audit_head SET rows = rows - 1, last_id = {before.id}, last_hash = '{before.hash}'"
-                )
+                text("UPDATE audit_head SET rows = rows - 1, last_id = :i, last_hash = :h"),
+                {"i": before.id, "h": before.hash},
             )
         assert any("anchor" in p for p in store.verify_audit_chain().problems)
         with store.session() as session:  # empty it altogether

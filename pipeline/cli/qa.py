@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from pipeline.archive import ArchiveLayout
 from pipeline.cli.common import AsUserOption, console, qa_app, settings
 from pipeline.cli.session import archive_service, principal
 
@@ -79,7 +80,7 @@ def qa_show(
         "qa_status": view.qa_status,
         "visible": view.visible,
         "catalogue": entry.to_dict() if entry else None,
-        "pdf": str(config.archive_dir / archive_code / f"{archive_code}.pdf"),
+        "pdf": str(ArchiveLayout(config.archive_dir).pdf(archive_code)),
         "findings": findings,
         "pages": [
             {k: p.get(k) for k in ("page", "source", "dpi", "rotation", "skew_deg", "blank", "confidence")}
