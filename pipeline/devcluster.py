@@ -49,6 +49,26 @@ def _wait_http(url: str, seconds: float, process: subprocess.Popen[bytes] | None
     raise RuntimeError(f"{url} did not answer within {seconds:.0f} s")
 
 
+def _group_alive(pid: int) -> bool:
+    try:
+        os.waitpid(pid, os.WNOHANG)  # reap the leader if it is our child and has ended
+    except ChildProcessError:
+        pass
+    try:
+        os.killpg(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _group_alive(pid: int) -> bool:
+    try:
+        os.killpg(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 @dataclass
 class DevCluster:
     folder: Path
@@ -294,15 +314,24 @@ class DevCluster:
         except ProcessLookupError:
             pass
 
-    def down(self) -> None:
-        for name in [
-            "watcher",
-            "web",
-            *[n for n in self.processes if n.startswith("worker")],
-            "prefect-server",
-            "osmem-server",
-        ]:
-            self.stop(name)
+    def down(self, grace: float = 10.0) -> None:
+        """Stop everything at once (SIGTERM to every process group, SIGKILL to what is left after
+        `grace` seconds), then the database."""
+        groups = [info["pid"] for info in self.processes.values() if info.get("pid")]
+        for pid in groups:
+            try:
+                os.killpg(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + grace
+        while groups and time.monotonic() < deadline:
+            groups = [pid for pid in groups if _group_alive(pid)]
+            time.sleep(0.2)
+        for pid in groups:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         pg = self.processes.get("postgres", {})
         if pg.get("pg_ctl"):
             subprocess.run([*pg["pg_ctl"], "-m", "immediate", "stop"], capture_output=True)

@@ -54,7 +54,7 @@ def home(sample_run, tmp_path: Path) -> Path:  # type: ignore[no-untyped-def]
 
 
 def test_package_files_are_read_only_and_read_only_packages_can_still_be_superseded(home: Path) -> None:
-    from pipeline.process import _move_into_place
+    from pipeline.archive import ArchiveLayout
 
     folder = home / "archive" / PDF_ITEM
     for path in folder.iterdir():
@@ -62,7 +62,7 @@ def test_package_files_are_read_only_and_read_only_packages_can_still_be_superse
     staging = home / "archive" / ".staging" / "next"
     staging.mkdir(parents=True)
     (staging / "record.json").write_text("{}", encoding="utf-8")
-    final = _move_into_place(staging, home / "archive", PDF_ITEM)
+    final = ArchiveLayout(home / "archive").move_into_place(staging, PDF_ITEM)
     kept = list((home / "archive" / ".superseded").glob(f"{PDF_ITEM}.*"))
     assert len(kept) == 1 and (kept[0] / f"{PDF_ITEM}.pdf").is_file()
     assert not stat.S_IMODE((final / "record.json").stat().st_mode) & 0o222

@@ -91,7 +91,7 @@ def test_rescanned_and_superseded_packages_are_mirrored(home: Path, tmp_path: Pa
     assert capture(home, "replicate", "--to", str(copy)).returncode == 0
     archive = home / "archive"
     # a rescan: the current package moves to .superseded/, a new one takes its place (as process does)
-    from pipeline.process import _move_into_place
+    from pipeline.archive import ArchiveLayout
 
     staging = archive / ".staging" / "rescan"
     shutil.copytree(archive / PDF_ITEM, staging)
@@ -104,7 +104,7 @@ def test_rescanned_and_superseded_packages_are_mirrored(home: Path, tmp_path: Pa
     record_line = f"{sha256_of(staging / 'record.json')[0]}  record.json"
     (staging / "manifest-sha256.txt").write_text(f"{pdf_line}\n{record_line}\n", encoding="utf-8")
     (staging / "decisions.jsonl").write_text('{"action": "approve"}\n', encoding="utf-8")
-    _move_into_place(staging, archive, PDF_ITEM)
+    ArchiveLayout(archive).move_into_place(staging, PDF_ITEM)
     kept = list((archive / ".superseded").glob(f"{PDF_ITEM}.*"))
     assert len(kept) == 1
     again = capture(home, "replicate", "--to", str(copy))
