@@ -138,6 +138,21 @@ class ArchiveLayout:
         os.replace(staging, final)
         return final
 
+    def sweep_staging(self, older_than_seconds: float = 6 * 3600) -> list[str]:
+        """Remove packages left half-written by a process that was killed (none is that old)."""
+        import time
+
+        removed = []
+        if self.staging.is_dir():
+            for folder in self.staging.iterdir():
+                try:
+                    if time.time() - folder.stat().st_mtime > older_than_seconds:
+                        remove_tree(folder)
+                        removed.append(folder.name)
+                except OSError:
+                    continue
+        return removed
+
     def append_decision(self, archive_code: str, data: dict[str, Any]) -> None:
         """One QA decision as a line of decisions.jsonl, so the package carries its history."""
         folder = self.folder(archive_code)

@@ -135,8 +135,11 @@ def _crash_automation(settings: Settings) -> Any:
             "Crashed, so its batch run sends the chunk to another worker."
         ),
         trigger=EventTrigger(
-            after={"prefect.flow-run.heartbeat"},
+            # after it was handed to a worker (Pending), a run must start (Running) in time; after
+            # it started, it must keep sending heartbeats: either silence means its worker died
+            after={"prefect.flow-run.Pending", "prefect.flow-run.Running", "prefect.flow-run.heartbeat"},
             expect={
+                "prefect.flow-run.Running",
                 "prefect.flow-run.heartbeat",
                 "prefect.flow-run.Completed",
                 "prefect.flow-run.Failed",
@@ -152,10 +155,26 @@ def _crash_automation(settings: Settings) -> Any:
         actions=[
             ChangeFlowRunState(
                 state=StateType.CRASHED,
-                message=f"no heartbeat for {settings.server.crashed_after_seconds} s: its worker died",
+                message=(
+                    f"no heartbeat for {settings.server.crashed_after_seconds} s: its worker died, froze "
+                    "or lost the server"
+                ),
             )
         ],
     )
+
+
+def _comparable(model: Any) -> Any:
+    """A pydantic model as plain data with every list sorted (sets come back in any order)."""
+
+    def tidy(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: tidy(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return sorted((tidy(v) for v in value), key=repr)
+        return value
+
+    return tidy(model.model_dump(mode="json"))
 
 
 def deploy(settings: Settings) -> list[str]:
@@ -206,9 +225,8 @@ def deploy(settings: Settings) -> list[str]:
         same = [
             a
             for a in found
-            if a.trigger.model_dump(mode="json") == wanted_automation.trigger.model_dump(mode="json")
-            and [x.model_dump(mode="json") for x in a.actions]
-            == [x.model_dump(mode="json") for x in wanted_automation.actions]
+            if _comparable(a.trigger) == _comparable(wanted_automation.trigger)
+            and [_comparable(x) for x in a.actions] == [_comparable(x) for x in wanted_automation.actions]
             and a.enabled
         ]
         if not same:
@@ -240,8 +258,13 @@ def _state(flow_run: Any) -> RunState:
     return RunState(state.type.value, state.name or state.type.value, state.message or "")
 
 
-def submit_batch(settings: Settings, batch_dir: str, batch_id: str, manifest: dict[str, Any] | None) -> UUID:
-    """A process-batch run for this batch (its folder must be where every worker sees it)."""
+def submit_batch(
+    settings: Settings, batch_dir: str, batch_id: str, manifest: dict[str, Any] | None, attempt: int = 1
+) -> UUID:
+    """A process-batch run for this batch (its folder must be where every worker sees it).
+
+    The idempotency key (batch id and attempt) makes two submitters of the same batch at the
+    same moment (two `run --submit`, a watcher taking over) get one run, not two."""
     from prefect.deployments import run_deployment
 
     with prefect_client(settings) as client:
@@ -252,6 +275,7 @@ def submit_batch(settings: Settings, batch_dir: str, batch_id: str, manifest: di
             timeout=0,
             flow_run_name=batch_id,
             tags=[f"batch:{batch_id}", "archive-capture"],
+            idempotency_key=f"capture:{batch_id}:{attempt}",
             as_subflow=False,
         )
     return UUID(str(run.id))
@@ -270,9 +294,22 @@ def follow(
     tick: Callable[[RunState], None] | None = None,
     stop: Callable[[], bool] | None = None,
 ) -> RunState:
-    """Wait for a flow run to end; `tick` sees each look, `stop` ends the wait early."""
+    """Wait for a flow run to end; `tick` sees each look, `stop` ends the wait early.
+
+    A Prefect server that is away for a while (restarted, a network hiccup) is waited out:
+    the run goes on without us, and we look again with a growing pause."""
+    pause = every
     while True:
-        state = run_state(settings, flow_run_id)
+        try:
+            state = run_state(settings, flow_run_id)
+        except PrefectUnavailable as exc:
+            log.warning("following %s: %s; looking again in %.0f s", flow_run_id, exc, pause)
+            if stop is not None and stop():
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 60.0)
+            continue
+        pause = every
         if tick is not None:
             tick(state)
         if state.final or (stop is not None and stop()):
@@ -300,6 +337,16 @@ def _live_chunk_runs(client: Any, batch_id: str) -> list[Any]:
     return list(client.read_flow_runs(flow_run_filter=flow_filter))
 
 
+def _cancel(client: Any, run_ids: list[UUID]) -> None:
+    from prefect.states import Cancelled
+
+    for run_id in run_ids:
+        try:
+            client.set_flow_run_state(run_id, Cancelled(message="its batch run ended"), force=True)
+        except Exception:  # noqa: BLE001 - best effort: the chunk's own checks stop it too
+            log.warning("could not cancel chunk run %s", run_id)
+
+
 def fan_out(plan: BatchPlan, settings: Settings, store: Store, index: SearchBackend) -> None:
     """Run the plan's items as chunks on the workers; wait until every chunk is done.
 
@@ -309,6 +356,7 @@ def fan_out(plan: BatchPlan, settings: Settings, store: Store, index: SearchBack
     BatchError when a chunk fails `server.chunk_attempts` times."""
     from prefect.deployments import run_deployment
 
+    from pipeline.batchplan import read_outcomes
     from pipeline.flows.items import run_items
 
     server = settings.server
@@ -336,32 +384,60 @@ def fan_out(plan: BatchPlan, settings: Settings, store: Store, index: SearchBack
                 "submitted items %d-%d of %s (try %d)", first + 1, last, plan.batch_id, tries[(first, last)]
             )
 
-        for first, last in chunks:
-            if all(item.reusable for item in plan.items[first:last]):
-                run_items(plan.batch_id, plan.items[first:last], settings, store, index)
-            else:
-                submit(first, last)
-        while waiting:
-            time.sleep(server.poll_seconds)
-            for run_id, (first, last) in list(waiting.items()):
-                state = _state(client.read_flow_run(run_id))
-                if not state.final:
-                    continue
-                del waiting[run_id]
-                if state.type == "COMPLETED":
-                    continue
-                if tries[(first, last)] >= server.chunk_attempts:
-                    raise BatchError(
-                        f"items {first + 1}-{last} of {plan.batch_id}: {tries[(first, last)]} runs ended "
-                        f"{state.name} (server.chunk_attempts); last: {state.message or 'no message'}"
+        outcomes = read_outcomes(settings.work_dir, plan.batch_id)
+        try:
+            for first, last in chunks:
+                items = plan.items[first:last]
+                if all(item.reusable for item in items):
+                    finished = [outcomes.get(item.archive_code, {}) for item in items]
+                    if all(
+                        o.get("input_key") == item.input_key for o, item in zip(finished, items, strict=True)
+                    ):
+                        continue  # an earlier run of this batch did these: its outcomes stand
+                    run_items(plan.batch_id, items, settings, store, index)
+                else:
+                    submit(first, last)
+            while waiting:
+                time.sleep(server.poll_seconds)
+                for run_id, (first, last) in list(waiting.items()):
+                    state = _state(client.read_flow_run(run_id))
+                    if not state.final:
+                        continue
+                    del waiting[run_id]
+                    if state.type == "COMPLETED":
+                        continue
+                    if tries[(first, last)] >= server.chunk_attempts:
+                        last_words = state.message or "no message"
+                        raise BatchError(
+                            f"items {first + 1}-{last} of {plan.batch_id}: {tries[(first, last)]} runs "
+                            f"ended {state.name} (server.chunk_attempts); last: {last_words}"
+                        )
+                    log.warning(
+                        "items %d-%d: run %s ended %s; sending them again",
+                        first + 1,
+                        last,
+                        run_id,
+                        state.name,
                     )
-                log.warning(
-                    "items %d-%d: run %s ended %s; sending them again", first + 1, last, run_id, state.name
-                )
-                submit(first, last)
+                    submit(first, last)
+        except BaseException:
+            _cancel(client, list(waiting))  # none may go on reading this run's snapshots
+            raise
 
 
 # ---------------------------------------------------------------- the watcher's (and run --submit's) side
+
+
+def _report_of(store: Store, batch_id: str) -> dict[str, Any]:
+    import json
+
+    done = store.batch(batch_id)
+    if done is None or not done.report_path:
+        raise BatchError(f"batch {batch_id}: its run completed but wrote no report")
+    with open(done.report_path, encoding="utf-8") as handle:
+        report: dict[str, Any] = json.load(handle)
+    report["report_path"] = done.report_path
+    return report
 
 
 def run_on_cluster(
@@ -379,15 +455,17 @@ def run_on_cluster(
     """Have the batch processed by the cluster and wait for it: follow the run already submitted
     for it (a watcher that took over), or submit one; a run that fails or crashes is submitted
     again, at most `watch.max_attempts` runs in all. Returns the batch report."""
-    import json
-
     from pipeline.errors import BatchDied
 
     limit = settings.watch.max_attempts
     endings: list[str] = []
     row = store.batch(batch_id)
     run_id: str | None = row.flow_run_id if row is not None else None
-    if run_id and run_state(settings, run_id).final:
+    if run_id:  # submitted before (by a watcher that was stopped): follow it, or take its report
+        earlier = follow(settings, run_id, every=settings.watch.poll_seconds, tick=tick)
+        if earlier.type == "COMPLETED":
+            return _report_of(store, batch_id)
+        endings.append(f"run {run_id}: {earlier.name} ({earlier.message[:300] or 'no message'})")
         run_id = None  # that one ended; its attempt is already counted
     number = first
     while True:
@@ -396,18 +474,13 @@ def run_on_cluster(
                 break
             if on_start is not None:
                 on_start(number)
-            run_id = str(submit_batch(settings, batch_dir, batch_id, manifest))
+            run_id = str(submit_batch(settings, batch_dir, batch_id, manifest, number))
             store.set_batch_flow_run(batch_id, batch_dir, run_id)
             say(f"batch {batch_id}: submitted as flow run {run_id} (try {number} of at most {limit})")
             number += 1
         state = follow(settings, run_id, every=settings.watch.poll_seconds, tick=tick)
         if state.type == "COMPLETED":
-            done = store.batch(batch_id)
-            if done is None or not done.report_path:
-                raise BatchError(f"batch {batch_id}: its run completed but wrote no report")
-            report: dict[str, Any] = json.loads(open(done.report_path, encoding="utf-8").read())
-            report["report_path"] = done.report_path
-            return report
+            return _report_of(store, batch_id)
         endings.append(f"run {run_id}: {state.name} ({state.message[:300] or 'no message'})")
         say(f"batch {batch_id}: its flow run ended {state.name}: {state.message[:300]}")
         run_id = None

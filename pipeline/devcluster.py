@@ -61,14 +61,6 @@ def _group_alive(pid: int) -> bool:
     return True
 
 
-def _group_alive(pid: int) -> bool:
-    try:
-        os.killpg(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 @dataclass
 class DevCluster:
     folder: Path

@@ -10,7 +10,9 @@
      │    └── BatchDied               4    -    the process running a batch died, every attempt
      ├── QaError                      5   400   a QA decision cannot be made (no open case, no reason)
      ├── IndexUnavailable             6   503   the search backend is unreachable after retries
-     ├── PrefectUnavailable           8   503   server mode: the Prefect server is unreachable or refuses
+     ├── ServiceUnavailable           8   503   a service the pipeline needs is away (retry later)
+     │    ├── PrefectUnavailable      8   503   server mode: the Prefect server is unreachable or refuses
+     │    └── StateUnavailable        8   503   the state database cannot be reached
      ├── AccessDenied                 7   401   unknown user, wrong token or password, ended session
      │    ├── AccountLocked           7   429   too many failed password checks; locked for a while
      │    └── Forbidden               7   403   the role does not allow the request at all
@@ -82,11 +84,19 @@ class IndexUnavailable(CaptureError):
     http_status = 503
 
 
-class PrefectUnavailable(CaptureError):
-    """Server mode: the Prefect server could not be reached or refused a request."""
+class ServiceUnavailable(CaptureError):
+    """A service the pipeline needs is away for now; the same request may work later."""
 
     exit_code = 8
     http_status = 503
+
+
+class PrefectUnavailable(ServiceUnavailable):
+    """Server mode: the Prefect server could not be reached or refused a request."""
+
+
+class StateUnavailable(ServiceUnavailable):
+    """The state database could not be reached (its settings are right, it is just away)."""
 
 
 class AccessDenied(CaptureError):

@@ -194,3 +194,30 @@ def test_the_sample_policy_number_phrase_finds_every_item_carrying_it(sample_run
             assert {h.archive_code for h in hits} == carrying, query
     finally:
         index.close()
+
+
+def test_every_short_chinese_string_on_a_page_finds_it_in_either_script(tmp_path: Path) -> None:
+    import re
+
+    import opencc
+
+    from pipeline.index.base import IndexItem, IndexPage, SearchQuery
+    from pipeline.index.sqlite import SqliteIndex
+
+    # phrases OpenCC converts otherwise than their characters (乾隆 keeps 乾, 瞭解 becomes 了解)
+    page = "他於乾隆年間簽訂保險合同，乾淨俐落。後來發現著作權問題，瞭解理髮。隨著藉口反覆核對"
+    index = SqliteIndex(tmp_path / "index.sqlite")
+    index.index_item(IndexItem("BX01-2014-LP-D6-0003", "t", {}, (IndexPage(1, page),)))
+    to_simp, to_trad = opencc.OpenCC("t2s"), opencc.OpenCC("s2t")
+    missed = []
+    try:
+        for run in re.findall(r"[\u4e00-\u9fff]+", page):
+            for size in (2, 3, 4):
+                for start in range(len(run) - size + 1):
+                    text = run[start : start + size]
+                    for query in {text, to_simp.convert(text), to_trad.convert(text)}:
+                        if not index.search(SearchQuery(query, limit=1)).hits:
+                            missed.append(query)
+    finally:
+        index.close()
+    assert missed == []

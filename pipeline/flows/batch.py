@@ -143,6 +143,7 @@ def process_batch(
     from pipeline.flows.items import run_items
 
     settings = _LIVE_SETTINGS.get(settings_ref) or load_settings()
+    _check_where(settings)
     settings.ensure_dirs()
     started = time.monotonic()
     layout = read_layout_task(batch_dir)
@@ -150,6 +151,10 @@ def process_batch(
     index = open_backend(settings)
     plan: BatchPlan | None = None
     try:
+        from pipeline.archive import ArchiveLayout
+
+        for left in ArchiveLayout(settings.archive_dir).sweep_staging():
+            log.warning("removed a half-written package left by a killed process: %s", left)
         store.start_batch(batch_id, str(layout.root), manifest)
         plan = plan_items_task(batch_id, layout, store, settings, manifest)
         batchplan.write_plan(settings.work_dir, plan)
@@ -167,6 +172,22 @@ def process_batch(
             process.release_snapshots(p for item in plan.items for p in item.planned)
         index.close()
         store.close()
+
+
+def _check_where(settings: Settings) -> None:
+    """A batch run a worker took (a deployment run) belongs to a cluster: its worker's settings
+    must say so, or it would do all the OCR itself, into files no other machine sees."""
+    from prefect.runtime import flow_run
+
+    if flow_run.get_id() and getattr(flow_run, "deployment_id", None):
+        from pipeline.cluster import check_server_mode
+        from pipeline.errors import ConfigError
+
+        if settings.server.mode != "server":
+            raise ConfigError(
+                "this worker's settings are not in server mode: set CAPTURE_SERVER__MODE=server"
+            )
+        check_server_mode(settings)
 
 
 def run_batch(

@@ -23,7 +23,7 @@ from prefect.futures import PrefectFuture
 
 from pipeline import batchplan, process
 from pipeline.batchplan import ItemPlan
-from pipeline.errors import OcrTimeoutError
+from pipeline.errors import BatchError, ConfigError, OcrTimeoutError
 from pipeline.imaging import CleanedPage, UpDownJudge
 from pipeline.index.base import SearchBackend
 from pipeline.models import Finding, ItemResult, PageResult, PlannedPage, Severity, Verdict
@@ -221,6 +221,23 @@ def _page_results(
         yield i, result
 
 
+def _still_ours(settings: Settings) -> None:
+    """Server mode: a run the server gave up on (it froze, was marked Crashed, and its chunk was
+    sent to another worker) must not package anything when it wakes up: it stops here."""
+    if settings.server.mode != "server":
+        return
+    from prefect.runtime import flow_run
+
+    run_id = flow_run.get_id()
+    if not run_id:
+        return
+    from pipeline.cluster import run_state
+
+    state = run_state(settings, run_id)
+    if state.type != "RUNNING":
+        raise BatchError(f"this run is {state.name} on the server; another run has its items now")
+
+
 def run_items(
     batch_id: str, plans: list[ItemPlan], settings: Settings, store: Store, index: SearchBackend
 ) -> list[dict[str, Any]]:
@@ -239,9 +256,16 @@ def run_items(
     def finish(upto: int) -> None:
         for i, pages in collector.ready(upto):
             plan = plans[i]
+            if not plan.reusable:
+                _still_ours(settings)
             item, problem = finish_item(plan, pages, batch_id, settings, store, index)
             process.release_snapshots(plan.planned)
-            outcome = {"summary": item.summary(), "not_indexed": problem, "worker": worker}
+            outcome = {
+                "summary": item.summary(),
+                "not_indexed": problem,
+                "worker": worker,
+                "input_key": plan.input_key,
+            }
             batchplan.write_outcome(settings.work_dir, batch_id, plan.archive_code, outcome)
             outcomes.append(outcome)
             log.info(
@@ -276,6 +300,11 @@ def process_items(batch_id: str, first: int, last: int) -> dict[str, Any]:
     from pipeline.tempfiles import use_private_tmp
 
     settings = load_settings()
+    from pipeline.cluster import check_server_mode
+
+    if settings.server.mode != "server":
+        raise ConfigError("this worker's settings are not in server mode: set CAPTURE_SERVER__MODE=server")
+    check_server_mode(settings)  # a worker set up without PostgreSQL or Elasticsearch says so, loudly
     settings.ensure_dirs()
     use_private_tmp(settings.home_dir)
     plan = batchplan.read_plan(settings.work_dir, batch_id)

@@ -19,7 +19,7 @@ from typing import Any
 
 from pipeline import watch
 from pipeline.batchrun import record_failure
-from pipeline.errors import BatchError
+from pipeline.errors import BatchError, ServiceUnavailable
 from pipeline.intake import read_layout
 from pipeline.settings import Settings
 from pipeline.store import Store, open_store
@@ -141,6 +141,8 @@ def handle(
                             on_start=started,
                             on_death=died,
                         )
+            except ServiceUnavailable:
+                raise  # the state store or Prefect is away: the batch is not at fault, keep its claim
             except Exception as exc:  # noqa: BLE001 - never a crash loop: quarantine with the reason
                 log.warning("batch %s failed: %s", taken.name, exc)
                 reason = f"processing failed: {exc}"
@@ -253,6 +255,9 @@ def watch_folder(
                 rolling_fixity(settings, say)
         except OSError as exc:
             say(f"watch folder problem: {exc}; retrying in {delay:g} s")
+            delay = min(delay * 2, 300.0)
+        except ServiceUnavailable as exc:  # a database or server restart: wait it out, never exit
+            say(f"{exc}; retrying in {delay:g} s (claimed batches are resumed)")
             delay = min(delay * 2, 300.0)
         stop.wait(delay)
     return counts

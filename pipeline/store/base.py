@@ -92,7 +92,7 @@ class StoreBase:
         file, its folder unless given; without one the chain is kept, unkeyed, unanchored)."""
         from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 
-        from pipeline.errors import ConfigError
+        from pipeline.errors import ConfigError, StateUnavailable
 
         url = database_url(url_or_path)
         self.url = url
@@ -105,9 +105,10 @@ class StoreBase:
         except (ArgumentError, NoSuchModuleError, OperationalError) as exc:
             shown = make_url(url).render_as_string(hide_password=True) if "://" in url else url
             cause = getattr(exc, "orig", None) or exc
-            raise ConfigError(
-                f"the state database (state.url = {shown}) cannot be opened: {cause}"[:600]
-            ) from exc
+            message = f"the state database (state.url = {shown}) cannot be opened: {cause}"[:600]
+            if isinstance(exc, OperationalError) and not self.is_sqlite:
+                raise StateUnavailable(message) from exc  # a server that is away: try again later
+            raise ConfigError(message) from exc
         if self.is_sqlite:
             owner_only(Path(url.removeprefix("sqlite:///")))
             home = home or Path(url.removeprefix("sqlite:///")).parent
