@@ -61,6 +61,48 @@ def _group_alive(pid: int) -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class ThrowawayPostgres:
+    """A PostgreSQL cluster for tests and trials: initdb into a fresh folder, listening on
+    127.0.0.1 only, trust authentication, fsync off. `stop()` ends it and removes its data."""
+
+    port: int
+    data: Path
+    pg_ctl: list[str]  # the pg_ctl command for this cluster (as the postgres user when root)
+
+    @classmethod
+    def start(cls, max_connections: int = 100) -> ThrowawayPostgres:
+        initdb = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+        if not initdb:
+            raise RuntimeError("PostgreSQL is not installed (apt-get install postgresql)")
+        bindir = initdb[-1].parent
+        # under /tmp: the postgres user must reach it (a test's own folder is 0700)
+        data = Path(tempfile.mkdtemp(prefix="capture-pg-", dir="/tmp"))
+        as_postgres: list[str] = []
+        if os.geteuid() == 0:  # initdb refuses to run as root
+            shutil.chown(data, "postgres")
+            as_postgres = ["runuser", "-u", "postgres", "--"]
+        port = _free_port()
+        subprocess.run(
+            [*as_postgres, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"]
+            + ["--no-sync", "-E", "UTF8"],
+            check=True,
+            capture_output=True,
+        )
+        options = f"-F -p {port} -k {data} -c listen_addresses=127.0.0.1 -c max_connections={max_connections}"
+        pg_ctl = [*as_postgres, str(bindir / "pg_ctl"), "-D", str(data)]
+        subprocess.run(
+            [*pg_ctl, "-o", options, "-w", "-l", str(data / "log.txt"), "start"],
+            check=True,
+            capture_output=True,
+        )
+        return cls(port, data, pg_ctl)
+
+    def stop(self) -> None:
+        subprocess.run([*self.pg_ctl, "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(self.data, ignore_errors=True)
+
+
 @dataclass
 class DevCluster:
     folder: Path
@@ -88,51 +130,10 @@ class DevCluster:
         return self.folder / "watch"
 
     def _postgres(self) -> str:
-        initdb = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
-        if not initdb:
-            raise RuntimeError("PostgreSQL is not installed (apt-get install postgresql)")
-        bindir = initdb[-1].parent
-        # outside the cluster folder: the postgres user must reach it (a test's folder is 0700)
-        data = Path(tempfile.mkdtemp(prefix="capture-cluster-pg-", dir="/tmp"))
-        as_postgres: list[str] = []
-        if os.geteuid() == 0:  # initdb refuses to run as root
-            shutil.chown(data, "postgres")
-            as_postgres = ["runuser", "-u", "postgres", "--"]
-        port = _free_port()
-        subprocess.run(
-            [
-                *as_postgres,
-                str(bindir / "initdb"),
-                "-D",
-                str(data),
-                "-A",
-                "trust",
-                "-U",
-                "postgres",
-                "--no-sync",
-            ],
-            check=True,
-            capture_output=True,
-        )
-        options = f"-F -p {port} -k {data} -c listen_addresses=127.0.0.1 -c max_connections=200"
-        subprocess.run(
-            [
-                *as_postgres,
-                str(bindir / "pg_ctl"),
-                "-D",
-                str(data),
-                "-o",
-                options,
-                "-w",
-                "-l",
-                str(data / "log"),
-                "start",
-            ],
-            check=True,
-            capture_output=True,
-        )
+        server = ThrowawayPostgres.start(max_connections=200)
+        port, pg_ctl, data = server.port, server.pg_ctl, server.data
         self.processes["postgres"] = {
-            "pg_ctl": [*as_postgres, str(bindir / "pg_ctl"), "-D", str(data)],
+            "pg_ctl": pg_ctl,
             "data": str(data),
         }
         self.ports["postgres"] = port

@@ -107,65 +107,19 @@ def _free_port() -> int:
 @pytest.fixture(scope="session")
 def postgres_server():  # type: ignore[no-untyped-def]
     """A throwaway PostgreSQL cluster on 127.0.0.1 (or CAPTURE_TEST_DATABASE_URL's server)."""
-    import subprocess
-    import tempfile
-
     url = os.environ.get("CAPTURE_TEST_DATABASE_URL")
     if url:
         yield url.rsplit("/", 1)[0]
         return
-    initdb = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
-    if not initdb:
+    from pipeline.devcluster import ThrowawayPostgres
+
+    if not list(Path("/usr/lib/postgresql").glob("*/bin/initdb")):
         pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
-    bindir = initdb[-1].parent
-    data = Path(tempfile.mkdtemp(prefix="capture-pg-"))
-    as_postgres: list[str] = []
-    if os.geteuid() == 0:  # initdb refuses to run as root
-        shutil.chown(data, "postgres")
-        as_postgres = ["runuser", "-u", "postgres", "--"]
-    port = _free_port()
-    subprocess.run(
-        [
-            *as_postgres,
-            str(bindir / "initdb"),
-            "-D",
-            str(data),
-            "-A",
-            "trust",
-            "-U",
-            "postgres",
-            "--no-sync",
-            "-E",
-            "UTF8",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    options = f"-F -p {port} -k {data} -c listen_addresses=127.0.0.1"
-    subprocess.run(
-        [
-            *as_postgres,
-            str(bindir / "pg_ctl"),
-            "-D",
-            str(data),
-            "-o",
-            options,
-            "-w",
-            "-l",
-            str(data / "log.txt"),
-            "start",
-        ],
-        check=True,
-        capture_output=True,
-    )
+    server = ThrowawayPostgres.start()
     try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}"
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{server.port}"
     finally:
-        subprocess.run(
-            [*as_postgres, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-            capture_output=True,
-        )
-        shutil.rmtree(data, ignore_errors=True)
+        server.stop()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -43,10 +43,7 @@ def store(database_url: str):  # type: ignore[no-untyped-def]
     db.close()
 
 
-def test_simultaneous_log_ins_check_no_more_passwords_than_the_limit(store: Store) -> None:
-    save_user(store, "target", role="searcher", clearance="内部", password=PASSWORD)
-    guesses = [f"wrong guess {n}" for n in range(24)]
-    guesses.insert(17, PASSWORD)  # the right one arrives among the guesses
+def _simultaneous_log_ins(store: Store, guesses: list[str]) -> list[str]:
     start = threading.Barrier(len(guesses))
     outcomes: list[str] = []
 
@@ -65,11 +62,33 @@ def test_simultaneous_log_ins_check_no_more_passwords_than_the_limit(store: Stor
         t.start()
     for t in threads:
         t.join()
+    assert len(outcomes) == len(guesses), outcomes
     checked = outcomes.count("wrong") + outcomes.count("in")
-    assert len(outcomes) == 25 and checked <= LOCKOUT.max_failures, outcomes
-    assert outcomes.count("locked") >= 25 - LOCKOUT.max_failures
     audited = [r.action for r in store.audit_log() if r.user == "target"]
     assert audited.count("login.failed") + audited.count("login") == checked, (outcomes, audited)
+    return outcomes
+
+
+def test_simultaneous_wrong_log_ins_check_no_more_passwords_than_the_limit(store: Store) -> None:
+    save_user(store, "target", role="searcher", clearance="内部", password=PASSWORD)
+    outcomes = _simultaneous_log_ins(store, [f"wrong guess {n}" for n in range(25)])
+    assert outcomes.count("wrong") == LOCKOUT.max_failures, outcomes
+    assert outcomes.count("locked") == 25 - LOCKOUT.max_failures
+    with pytest.raises(AccountLocked):  # locked now: not even the right password is checked
+        log_in(store, "target", PASSWORD, LOCKOUT, via="test")
+
+
+def test_a_right_password_among_simultaneous_guesses_resets_the_count_once(store: Store) -> None:
+    """A success clears the count (as a log-in after a typo should), so guesses reserved on
+    either side of it are limited separately: never more than the limit before and after."""
+    save_user(store, "target", role="searcher", clearance="内部", password=PASSWORD)
+    guesses = [f"wrong guess {n}" for n in range(24)]
+    guesses.insert(17, PASSWORD)  # the right one arrives among the guesses
+    outcomes = _simultaneous_log_ins(store, guesses)
+    checked = outcomes.count("wrong") + outcomes.count("in")
+    limit = LOCKOUT.max_failures if "in" not in outcomes else 2 * LOCKOUT.max_failures
+    assert checked <= limit, outcomes
+    assert outcomes.count("locked") >= 25 - limit
     if "in" not in outcomes:  # the right password came too late: the account is locked now
         with pytest.raises(AccountLocked):
             log_in(store, "target", PASSWORD, LOCKOUT, via="test")
