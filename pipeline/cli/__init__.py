@@ -3,6 +3,10 @@
 Commands raise errors from pipeline.errors; `main` prints `error: <message>` and exits with the
 error's code (drawn in pipeline/errors.py). Bad input never shows a traceback; anything else
 is a bug, reported in one line that names the log file holding its traceback (exit 70).
+
+`main` imports only the module that registers the command it was given (COMMAND_MODULES), so
+`capture search` does not pay for the batch, web or lifecycle commands' imports; `capture --help`
+and anything unknown load them all, as does `pipeline.cli.app`.
 """
 
 from __future__ import annotations
@@ -10,26 +14,51 @@ from __future__ import annotations
 import sys
 import traceback
 from datetime import UTC, datetime
+from typing import Any
 
 from rich.text import Text
 
-from pipeline.cli import (  # noqa: F401 - registers
-    access,
-    audit,
-    batch,
-    catalogue,
-    cluster,
-    disposal,
-    lifecycle,
-    qa,
-    search,
-    serve,
-    users,
-)
-from pipeline.cli.common import app, err_console
 from pipeline.errors import INTERNAL_ERROR_EXIT, CaptureError
 
-__all__ = ["app", "main"]
+__all__ = ["COMMAND_MODULES", "app", "load_commands", "main"]
+
+# Top-level command or group -> the module under pipeline/cli that registers it (and all of it).
+COMMAND_MODULES = {
+    "run": "batch",
+    "watch": "batch",
+    "deploy": "cluster",
+    "search": "search",
+    "reindex": "search",
+    "serve": "serve",
+    "replicate": "lifecycle",
+    "repair": "lifecycle",
+    "export": "lifecycle",
+    "fixity": "lifecycle",
+    "retention": "lifecycle",
+    "catalogue": "catalogue",
+    "qa": "qa",
+    "user": "users",
+    "audit-log": "audit",
+    "disposal": "disposal",
+    "access": "access",
+    "lookups": "access",
+}
+
+
+def load_commands(argv: list[str] | None = None) -> Any:
+    """The Typer app with the command `argv` names registered (every command when it names none)."""
+    wanted = COMMAND_MODULES.get(argv[0]) if argv else None
+    for module in sorted(set(COMMAND_MODULES.values())) if wanted is None else [wanted]:
+        __import__(f"pipeline.cli.{module}")  # (not importlib: -X importtime sees this one)
+    from pipeline.cli.common import app
+
+    return app
+
+
+def __getattr__(name: str) -> Any:
+    if name == "app":  # `from pipeline.cli import app`: the whole command line
+        return load_commands()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _log_internal_error(exc: BaseException) -> str:
@@ -49,8 +78,11 @@ def _log_internal_error(exc: BaseException) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from pipeline.cli.common import err_console
+
+    args = sys.argv[1:] if argv is None else argv
     try:
-        app(args=argv)
+        load_commands(args)(args=args)
     except CaptureError as exc:
         err_console.print(Text.assemble(("error: ", "bold red"), str(exc)), highlight=False)
         sys.exit(exc.exit_code)

@@ -48,10 +48,34 @@ def owner_only(path: Path) -> None:
 MIGRATION_LOCK = 0x43415054  # PostgreSQL advisory lock key held while migrating ("CAPT")
 
 
+def head_revision() -> str:
+    """The newest migration's revision, from the file names (`NNNN_what.py` holds revision NNNN;
+    a test holds this to Alembic's own answer), without importing Alembic."""
+    return max(path.name[:4] for path in (MIGRATIONS / "versions").glob("[0-9][0-9][0-9][0-9]_*.py"))
+
+
+def at_head(engine: Engine) -> bool:
+    """Whether the database is already at the newest migration: one query, so opening the store
+    (every `capture search`) does not pay for importing and running Alembic to learn that."""
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+
+    # no version table yet: SQLite says OperationalError, PostgreSQL ProgrammingError (a server
+    # that is away is an OperationalError there too, and is left to the upgrade to report)
+    missing = (OperationalError,) if engine.dialect.name == "sqlite" else (ProgrammingError,)
+    try:
+        with engine.connect() as connection:
+            versions = connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalars().all()
+    except missing:
+        return False
+    return list(versions) == [head_revision()]
+
+
 def upgrade_schema(engine: Engine) -> None:
     """Bring the database to the newest migration (creates it on first use), in one transaction
     that one process at a time may hold: a process killed mid-migration leaves the database as
     it was, and processes starting together on a new database do not trip over each other."""
+    if at_head(engine):
+        return
     from alembic import command
     from alembic.config import Config
 
