@@ -3,7 +3,8 @@
     python -m benchmarks.run                 # everything (about 45 minutes on 2 cores)
     python -m benchmarks.run --only deskew   # one section: throughput, quality, memory, search, deskew,
                                              # cluster (server mode on a local cluster vs embedded),
-                                             # cold (a cold `capture search`)
+                                             # cold (a cold `capture search`), storage (bytes per
+                                             # page by input kind, beside OCRmyPDF)
     python -m benchmarks.run --quick         # tiny inputs, a minute: the smoke run the tests use
 
 Results go to benchmarks/results/latest.json (or --out). These are measurements, not tests:
@@ -765,6 +766,11 @@ def print_table(results: dict[str, Any]) -> None:
 
         for row in cold_rows(results["cold"]):
             table.add_row(*row)
+    if results.get("storage"):
+        from benchmarks.storage import storage_rows
+
+        for row in storage_rows(results["storage"]):
+            table.add_row(*row)
     Console(width=160).print(table)
 
 
@@ -784,13 +790,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--only",
         action="append",
-        choices=["throughput", "quality", "memory", "search", "deskew", "cluster", "cold"],
+        choices=["throughput", "quality", "memory", "search", "deskew", "cluster", "cold", "storage"],
     )
     parser.add_argument("--pages", type=int, default=40, help="pages in the throughput batch")
     parser.add_argument("--quick", action="store_true", help="tiny inputs: a smoke run")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "latest.json")
     args = parser.parse_args(argv)
-    sections = args.only or ["throughput", "quality", "memory", "search", "deskew", "cluster", "cold"]
+    sections = args.only or [
+        "throughput",
+        "quality",
+        "memory",
+        "search",
+        "deskew",
+        "cluster",
+        "cold",
+        "storage",
+    ]
     results: dict[str, Any] = {"machine": machine(), "quick": args.quick}
     with tempfile.TemporaryDirectory(prefix="capture-bench-") as tmp:
         work = Path(tmp)
@@ -808,6 +823,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 from benchmarks.cold import bench_cold_search
 
                 results[section] = bench_cold_search(work, args.quick)
+            elif section == "storage":
+                from benchmarks.storage import bench_storage
+
+                results[section] = bench_storage(work, args.quick)
             elif section == "deskew":
                 results[section] = bench_deskew(args.quick)
             elif section == "cluster" and not args.quick:

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pikepdf
 from pikepdf import Array, Dictionary, Name, Pdf, Stream
-from PIL import Image
+from PIL import Image, TiffImagePlugin
 
 from pipeline.models import CatalogueEntry, OcrLine, OcrPage
 from pipeline.ocr.base import joins_without_space, rows
@@ -127,33 +127,84 @@ end
 
 
 def _image_xobject(pdf: Pdf, page: PackagePage) -> tuple[Stream, int, int]:
+    """The page image as an image XObject: a JPEG's bytes as they are; a bilevel page (or a grey
+    one holding only black and white) as CCITT Group 4; grey as Flate with PNG predictors; colour
+    as Flate. Every lossless encoding gives back exactly the cleaned page's pixels."""
     with Image.open(page.image_path) as img:
         img.load()
         width, height = img.size
         if page.image_format == "jpeg":
-            data = page.image_path.read_bytes()
-            colour = Name.DeviceGray if img.mode == "L" else Name.DeviceRGB
-            stream = Stream(pdf, data)
+            stream = Stream(pdf, page.image_path.read_bytes())
             stream.Filter = Name.DCTDecode
-            bits = 8
-        elif page.image_format == "bilevel":
-            packed = img.convert("1").tobytes()
-            stream = Stream(pdf, zlib.compress(packed, 9))
-            stream.Filter = Name.FlateDecode
+            colour, bits = (Name.DeviceGray if img.mode == "L" else Name.DeviceRGB), 8
+        elif page.image_format == "bilevel" or (page.image_format == "gray" and only_black_and_white(img)):
+            data, black_is_1 = group4(img.convert("1", dither=Image.Dither.NONE))
+            stream = Stream(pdf, data)
+            stream.Filter = Name.CCITTFaxDecode
+            stream.DecodeParms = Dictionary(K=-1, Columns=width, Rows=height, BlackIs1=black_is_1)
             colour, bits = Name.DeviceGray, 1
-        else:
-            mode = "L" if page.image_format == "gray" else "RGB"
-            raw = img.convert(mode).tobytes()
-            stream = Stream(pdf, zlib.compress(raw, 6))
+        elif page.image_format == "gray":
+            stream = Stream(pdf, png_idat(img.convert("L")))
             stream.Filter = Name.FlateDecode
-            colour = Name.DeviceGray if mode == "L" else Name.DeviceRGB
-            bits = 8
+            stream.DecodeParms = Dictionary(Predictor=15, Colors=1, BitsPerComponent=8, Columns=width)
+            colour, bits = Name.DeviceGray, 8
+        else:
+            # PNG predictors made colour pages larger at Flate's level 6 and cost 4-6 times the
+            # CPU at level 9 (benchmarks/README.md, "Storage"): plain Flate
+            stream = Stream(pdf, zlib.compress(img.convert("RGB").tobytes(), 6))
+            stream.Filter = Name.FlateDecode
+            colour, bits = Name.DeviceRGB, 8
     stream.Type = Name.XObject
     stream.Subtype = Name.Image
     stream.Width, stream.Height = width, height
     stream.ColorSpace = colour
     stream.BitsPerComponent = bits
     return stream, width, height
+
+
+def only_black_and_white(img: Image.Image) -> bool:
+    """A grey image whose every pixel is 0 or 255: stored as 1 bit per pixel, no pixel changes."""
+    histogram = img.histogram() if img.mode == "L" else []
+    return bool(histogram) and not any(histogram[1:255])
+
+
+def group4(img: Image.Image) -> tuple[bytes, bool]:
+    """CCITT Group 4 data of a 1-bit image, encoded by libtiff (through Pillow) as one TIFF strip,
+    and the /BlackIs1 that makes a PDF reader give back the same bits.
+
+    libtiff codes 1 bits as black runs; Pillow writes mode "1" as MinIsBlack (1 = white), so the
+    decoder must turn black runs into 1 bits (BlackIs1 true); a MinIsWhite file would need false.
+    """
+    buffer = io.BytesIO()
+    img.save(buffer, "TIFF", compression="group4", strip_size=1 << 40)  # one strip, one G4 stream
+    with Image.open(buffer) as tiff:
+        if not isinstance(tiff, TiffImagePlugin.TiffImageFile):
+            raise ValueError("Pillow wrote no TIFF")
+        tags = tiff.tag_v2
+        offsets, counts = tags[273], tags[279]
+        photometric, fill_order = tags[262], tags.get(266, 1)
+    if len(offsets) != 1 or fill_order != 1 or photometric not in (0, 1):
+        raise ValueError(f"unexpected Group 4 TIFF: {len(offsets)} strips, fill order {fill_order}")
+    data = buffer.getvalue()
+    return data[offsets[0] : offsets[0] + counts[0]], photometric == 1
+
+
+def png_idat(img: Image.Image) -> bytes:
+    """The zlib stream of a PNG of `img` (Pillow's encoder: PNG row filters, Flate level 9): what a
+    PDF's FlateDecode with /Predictor 15 reads back into exactly these pixels (8 bits, no
+    interlace, the colour type of an L or RGB image)."""
+    buffer = io.BytesIO()
+    img.save(buffer, "PNG", compress_level=9)
+    data, chunks, pos = buffer.getvalue(), [], 8
+    while pos < len(data):
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        kind = data[pos + 4 : pos + 8]
+        if kind == b"IHDR" and (data[pos + 16] != 8 or data[pos + 20] != 0):
+            raise ValueError("PNG predictors need 8-bit, non-interlaced rows")
+        if kind == b"IDAT":
+            chunks.append(data[pos + 8 : pos + 8 + length])
+        pos += 12 + length
+    return b"".join(chunks)
 
 
 def _cid_hex(text: str) -> str:
