@@ -139,7 +139,29 @@ def _encoded_now(image_path: Path, image_format: str, dpi: int) -> tuple[int, st
     return len(stream.read_raw_bytes()), str(stream.Filter), seconds
 
 
-def ours(files: dict[str, list[Path]], work: Path) -> dict[str, Any]:
+def lossless_choices(image_path: Path, mode: str) -> dict[str, dict[str, float]]:
+    """Image bytes and CPU seconds of the lossless encodings a grey or colour page could have:
+    plain Flate and Flate with PNG predictors, each at level 6 and 9 (what the choice rests on)."""
+    from pipeline import package
+
+    with Image.open(image_path) as img:
+        pixels = img.convert(mode)
+    raw = pixels.tobytes()
+    encoders = {
+        "flate_6": lambda: zlib.compress(raw, 6),
+        "flate_9": lambda: zlib.compress(raw, 9),
+        "png_predictors_6": lambda: package.png_idat(pixels, level=6),
+        "png_predictors_9": lambda: package.png_idat(pixels, level=9),
+    }
+    choices = {}
+    for name, encode in encoders.items():
+        started = time.process_time()
+        size = len(encode())
+        choices[name] = {"bytes": size, "cpu_s": round(time.process_time() - started, 3)}
+    return choices
+
+
+def ours(files: dict[str, list[Path]], work: Path, quick: bool) -> dict[str, Any]:
     """Each kind through the page step and packaged as an item; image bytes before and after."""
     from pipeline import package
     from pipeline.process import EnginePool, plan_files, process_page
@@ -181,6 +203,9 @@ def ours(files: dict[str, list[Path]], work: Path) -> dict[str, Any]:
             "encode_cpu_s_per_page_before": round(sum(s for _, s in before) / len(packaged), 3),
             "source_bytes_per_page": round(sum(p.stat().st_size for p in files[kind]) / len(packaged)),
         }
+        if not quick and packaged[0].image_format in ("gray", "rgb"):
+            mode = "L" if packaged[0].image_format == "gray" else "RGB"
+            result[kind]["lossless_choices_first_page"] = lossless_choices(packaged[0].image_path, mode)
     return result
 
 
@@ -207,7 +232,7 @@ def ocrmypdf_output(files: dict[str, list[Path]], work: Path) -> dict[str, Any] 
 
 def bench_storage(work: Path, quick: bool) -> dict[str, Any]:
     files = make_pages(work / "storage-pages", quick)
-    result: dict[str, Any] = {"pages_per_kind": len(files[KINDS[0]]), "ours": ours(files, work)}
+    result: dict[str, Any] = {"pages_per_kind": len(files[KINDS[0]]), "ours": ours(files, work, quick)}
     theirs = None if quick else ocrmypdf_output(files, work)
     if theirs is not None:
         result["ocrmypdf"] = theirs

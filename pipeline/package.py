@@ -189,12 +189,12 @@ def group4(img: Image.Image) -> tuple[bytes, bool]:
     return data[offsets[0] : offsets[0] + counts[0]], photometric == 1
 
 
-def png_idat(img: Image.Image) -> bytes:
-    """The zlib stream of a PNG of `img` (Pillow's encoder: PNG row filters, Flate level 9): what a
-    PDF's FlateDecode with /Predictor 15 reads back into exactly these pixels (8 bits, no
+def png_idat(img: Image.Image, level: int = 9) -> bytes:
+    """The zlib stream of a PNG of `img` (Pillow's encoder: PNG row filters, Flate at `level`): what
+    a PDF's FlateDecode with /Predictor 15 reads back into exactly these pixels (8 bits, no
     interlace, the colour type of an L or RGB image)."""
     buffer = io.BytesIO()
-    img.save(buffer, "PNG", compress_level=9)
+    img.save(buffer, "PNG", compress_level=level)
     data, chunks, pos = buffer.getvalue(), [], 8
     while pos < len(data):
         length = int.from_bytes(data[pos : pos + 4], "big")
