@@ -29,6 +29,9 @@ def test_benchmark_script_runs_on_tiny_input(tmp_path: Path) -> None:
     assert data["memory"]["ratio_large_to_small"] > 0
     assert data["search"]["pages"] == 1000 and data["search"]["sqlite"]["p50_ms"] > 0
     assert data["deskew"]["ours"]["max_residual_deg"] <= 0.1
+    assert data["cold"]["search_wall_median_s"] > 0 and data["cold"]["import_ms"] > 0
+    bilevel = data["storage"]["ours"]["bilevel-tiff"]
+    assert bilevel["filter"] == "/CCITTFaxDecode" and bilevel["pdfa_valid"] and bilevel["bytes_per_page"] > 0
     if "skipped" not in data["quality"]:
         assert data["quality"]["rapidocr"]["recall"] > 0.5
     assert "Archive Capture benchmarks" in result.stdout
