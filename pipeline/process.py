@@ -14,6 +14,7 @@ import logging
 import os
 import queue
 import shutil
+import threading
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -75,20 +76,38 @@ def settings_fingerprint(settings: Settings) -> str:
 
 
 class EnginePool:
-    """One OCR engine per worker thread, created on first use and lent out one at a time."""
+    """One OCR engine per worker thread, created on first use and lent out one at a time.
+
+    Engines after the first are its siblings where the engine has them (RapidOCR: they share
+    one text detector, the bulk of an engine's memory)."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings.ocr
         self._idle: queue.Queue[OcrEngine] = queue.Queue()
+        self._first: OcrEngine | None = None
+        self._creating = threading.Lock()
         self._created = 0
+
+    def _create(self) -> OcrEngine:
+        with self._creating:
+            sibling = getattr(self._first, "sibling", None)
+            engine: OcrEngine = sibling() if sibling is not None else create_engine(self._settings)
+            if self._first is None:
+                self._first = engine
+            self._created += 1
+            return engine
+
+    def load(self, count: int) -> None:
+        """Create engines until there are `count` (so that no page waits for one to load)."""
+        while self._created < count:
+            self._idle.put(self._create())
 
     @contextmanager
     def engine(self) -> Iterator[OcrEngine]:
         try:
             engine = self._idle.get_nowait()
         except queue.Empty:
-            engine = create_engine(self._settings)
-            self._created += 1
+            engine = self._create()
         try:
             yield engine
         finally:

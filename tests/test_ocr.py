@@ -87,3 +87,34 @@ def test_engine_threads_do_not_touch_the_parent_environment() -> None:
 
     assert _run(child_sees, timeout=5, threads=2).strip() == "2"
     assert os.environ.get("OMP_THREAD_LIMIT") == before
+
+
+def test_engines_of_one_pool_share_one_detector_and_read_alike_at_once(samples_module, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The worker threads' engines share the text detector (the bulk of an engine's memory):
+    read side by side, at the same time, they give what a lone engine gives."""
+    from concurrent.futures import ThreadPoolExecutor
+    from contextlib import ExitStack
+
+    from pipeline.ocr.rapid import RapidOcrEngine
+    from pipeline.process import EnginePool
+    from pipeline.settings import Settings
+
+    pages = [_page(samples_module), _page(samples_module, script="trad")] * 2
+    alone = RapidOcrEngine()
+    expected = [alone.recognise(p).lines for p in pages]
+    pool = EnginePool(Settings(home=str(tmp_path / "home"), ocr={"workers": 2}))  # type: ignore[arg-type]
+    pool.load(2)
+    with ExitStack() as stack:
+        first, second = (stack.enter_context(pool.engine()) for _ in range(2))
+    assert first is not second
+    assert first._ocr.text_det.session is second._ocr.text_det.session  # type: ignore[attr-defined]
+    assert first._ocr.text_rec is not second._ocr.text_rec  # type: ignore[attr-defined]
+
+    def read(n: int):  # type: ignore[no-untyped-def]
+        with pool.engine() as engine:
+            return engine.recognise(pages[n]).lines
+
+    with ThreadPoolExecutor(2) as threads:
+        got = list(threads.map(read, range(len(pages))))
+    assert got == expected
+    assert "养老保险待遇核定表" in "".join(line.text for line in got[0])

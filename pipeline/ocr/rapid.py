@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 from importlib.metadata import version
@@ -37,12 +38,35 @@ def _char_boxes(text: str, words: Any) -> tuple[Box, ...]:
         return ()
 
 
+class _SharedSession:
+    """One inference session (one OpenVINO infer request with its shape buffers) for several
+    engines, one call at a time: the output is copied before the next call may overwrite it."""
+
+    def __init__(self, session: Any) -> None:
+        self._session = session
+        self._lock = threading.Lock()
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        with self._lock:
+            return np.array(self._session(batch), copy=True)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._session, name)
+
+
 class RapidOcrEngine:
     """One engine instance is used by one thread at a time (a lock guards it).
 
     The model files are passed by path, so RapidOCR never looks for (or downloads) anything else;
     a missing file is an OcrError at once. Lines come back in reading order (rows, each left to
     right) and lines scoring below `min_confidence` are dropped (counted in the debug log).
+
+    The engines of one process's worker threads share one text detector (`sibling()`): its
+    buffers for a whole page (about 0.5-0.7 GB for an A4 page at the detector's 2000-pixel
+    side, on OpenVINO's dynamic shapes) are the largest part of an engine's memory, and a page
+    spends about a third of its engine time there, so the threads take turns on it and each
+    keeps its own recogniser (the larger share of the time) and classifier. Same text, to the
+    character and the score: the detector's model and settings are the same.
     """
 
     def __init__(
@@ -52,6 +76,7 @@ class RapidOcrEngine:
         threads: int = 1,
         min_confidence: float = 0.0,
         runtime: Literal["openvino", "onnxruntime"] = "openvino",
+        detector: Any = None,
     ) -> None:
         from rapidocr import EngineType, ModelType, OCRVersion, RapidOCR
 
@@ -82,18 +107,33 @@ class RapidOcrEngine:
             params["EngineConfig.onnxruntime.inter_op_num_threads"] = 1
         try:
             self._ocr = RapidOCR(params=params)
+            if detector is not None:  # a sibling's: its own copy of the detector, the session shared
+                self._ocr.text_det = copy.copy(detector)
             # RapidOCR loads its models on first use; load them now so a bad file fails here.
-            self._ocr._load_det_model()
+            det = self._ocr._load_det_model()
+            if detector is None:
+                det.session = _SharedSession(det.session)
             self._ocr._load_rec_model()
             self._ocr._load_cls_model()
         except Exception as exc:  # noqa: BLE001 - any loader failure is the engine's
             raise OcrError(f"RapidOCR could not load {models} on {runtime}: {exc}") from exc
         self._lock = threading.Lock()
+        self._threads = threads
         self.name = models
         self.runtime = runtime
         self.min_confidence = min_confidence
         self.models: tuple[ModelFile, ...] = tuple(files.values())
         self.version = f"rapidocr {version('rapidocr')}, {runtime} {version(runtime)}, {generation} {size}"
+
+    def sibling(self) -> RapidOcrEngine:
+        """An engine for another thread: the same models, this engine's text detector shared."""
+        return RapidOcrEngine(
+            models=self.name,
+            threads=self._threads,
+            min_confidence=self.min_confidence,
+            runtime=self.runtime,
+            detector=self._ocr.text_det,
+        )
 
     @staticmethod
     def _bgr(image: np.ndarray) -> np.ndarray:
