@@ -4,6 +4,8 @@ work on the items, write the report.
     process-batch (a flow run named by the batch id)
       read-layout      the item folders, rejected folders, loose files; the manifest's findings
       plan-items       snapshot every source file, take the catalogue entry, reuse what is packaged
+                       (an embedded run does both before the flow run starts and begins reading
+                       pages at once, while Prefect's server is starting: `plan_ahead`)
       -> the items      embedded: in this process (pipeline.flows.items.run_items)
                         server:   chunks of `server.chunk_items` items, each a `process-items` flow
                                   run that any worker takes (pipeline.cluster.fan_out)
@@ -19,6 +21,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,6 +32,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from pipeline import batchplan, process
 from pipeline.batchplan import BatchPlan, ItemPlan
+from pipeline.flows.items import PageWork
 from pipeline.index import open_backend
 from pipeline.intake import BatchLayout, read_layout
 from pipeline.models import CatalogueEntry, Finding, ItemResult, Severity, Verdict
@@ -38,8 +42,10 @@ from pipeline.settings import Settings, load_settings
 from pipeline.store import Store, open_store
 
 log = logging.getLogger(__name__)
-# Settings handed to a flow run in this process, by reference (secrets stay in memory).
+# Settings handed to a flow run in this process, by reference (secrets stay in memory), and the
+# batch planned ahead of it.
 _LIVE_SETTINGS: dict[str, Settings] = {}
+_AHEAD: dict[str, _Ahead] = {}
 
 
 @task(name="read-layout", task_run_name="read layout of {batch_dir}", cache_policy=NO_CACHE)
@@ -80,12 +86,15 @@ def plan_items(
     return plans
 
 
-@task(name="plan-items", task_run_name="plan {batch_id}", cache_policy=NO_CACHE)
-def plan_items_task(
-    batch_id: str, layout: BatchLayout, store: Store, settings: Settings, manifest: dict[str, Any] | None
+def make_plan(
+    batch_id: str,
+    layout: BatchLayout,
+    catalogue: dict[str, CatalogueEntry],
+    settings: Settings,
+    manifest: dict[str, Any] | None,
 ) -> BatchPlan:
     expected = set(manifest["items"]) if manifest and manifest.get("items") else None
-    items = plan_items(layout, store.catalogue(), settings, expected)
+    items = plan_items(layout, catalogue, settings, expected)
     return BatchPlan(
         batch_id,
         str(layout.root),
@@ -95,6 +104,22 @@ def plan_items_task(
         batch_findings=_manifest_findings(layout, expected),
         manifest=manifest,
     )
+
+
+@task(name="plan-items", task_run_name="plan {batch_id}", cache_policy=NO_CACHE)
+def plan_items_task(
+    batch_id: str, layout: BatchLayout, store: Store, settings: Settings, manifest: dict[str, Any] | None
+) -> BatchPlan:
+    return make_plan(batch_id, layout, store.catalogue(), settings, manifest)
+
+
+@dataclass
+class _Ahead:
+    """A batch planned, and its page work begun, before the flow run started (embedded mode)."""
+
+    layout: BatchLayout
+    plan: BatchPlan
+    pages: PageWork
 
 
 @task(name="write-report", task_run_name="report {plan.batch_id}", cache_policy=NO_CACHE)
@@ -143,10 +168,11 @@ def process_batch(
     from pipeline.flows.items import run_items
 
     settings = _LIVE_SETTINGS.get(settings_ref) or load_settings()
+    ahead = _AHEAD.pop(settings_ref, None)
     _check_where(settings)
     settings.ensure_dirs()
     started = time.monotonic()
-    layout = read_layout_task(batch_dir)
+    layout = ahead.layout if ahead else read_layout_task(batch_dir)
     store = open_store(settings)
     index = open_backend(settings)
     plan: BatchPlan | None = None
@@ -156,7 +182,11 @@ def process_batch(
         for left in ArchiveLayout(settings.archive_dir).sweep_staging():
             log.warning("removed a half-written package left by a killed process: %s", left)
         store.start_batch(batch_id, str(layout.root), manifest)
-        plan = plan_items_task(batch_id, layout, store, settings, manifest)
+        if ahead:  # planned before the flow run, so the pages were read while Prefect started
+            plan = ahead.plan
+            log.info("%s: planned and its pages begun before the flow run started", batch_id)
+        else:
+            plan = plan_items_task(batch_id, layout, store, settings, manifest)
         batchplan.write_plan(settings.work_dir, plan)
         store.set_batch_plan(batch_id, len(plan.items), plan.pages)
         observer().batch_started(batch_id, len(plan.items), plan.pages)
@@ -165,9 +195,11 @@ def process_batch(
 
             fan_out(plan, settings, store, index)
         else:
-            run_items(batch_id, plan.items, settings, store, index)
+            run_items(batch_id, plan.items, settings, store, index, pages=ahead.pages if ahead else None)
         return write_report_task(plan, settings, store, time.monotonic() - started)
     finally:
+        if ahead is not None:
+            ahead.pages.close()
         if plan is not None:
             process.release_snapshots(p for item in plan.items for p in item.planned)
         index.close()
@@ -190,17 +222,49 @@ def _check_where(settings: Settings) -> None:
         check_server_mode(settings)
 
 
+def plan_ahead(
+    batch_dir: Path, batch_id: str, settings: Settings, manifest: dict[str, Any] | None
+) -> _Ahead | None:
+    """Read the layout, plan the items and begin their pages now, before the flow run: the
+    engines load and the first pages are read while Prefect's server starts (about 8 s, and
+    15-20 s the first time, when it creates its database). Embedded mode only; a batch that
+    cannot be planned here is left to the flow, which reports it."""
+    if settings.server.mode == "server":
+        return None
+    from pipeline.flows.items import start_pages
+
+    try:
+        layout = read_layout(batch_dir)
+        settings.ensure_dirs()
+        store = open_store(settings)
+        try:
+            plan = make_plan(batch_id, layout, store.catalogue(), settings, manifest)
+        finally:
+            store.close()
+    except Exception:  # noqa: BLE001 - the flow plans it again and reports what is wrong
+        log.debug("planning %s ahead of the flow failed; the flow plans it", batch_id, exc_info=True)
+        return None
+    return _Ahead(layout, plan, start_pages(plan.items, settings))
+
+
 def run_batch(
     batch_dir: Path, settings: Settings, batch_id: str | None = None, manifest: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """Run the batch flow in this process with a thread pool sized by the OCR settings."""
+    """Run the batch flow in this process; the pages are planned and begun before it starts."""
     from pipeline.intake import batch_id_for
 
+    batch_id = batch_id or batch_id_for(batch_dir)
     runner: Any = ThreadPoolTaskRunner(max_workers=settings.ocr.workers)
     flow_run = process_batch.with_options(task_runner=runner)
     ref = uuid.uuid4().hex
     _LIVE_SETTINGS[ref] = settings
+    ahead = plan_ahead(batch_dir, batch_id, settings, manifest)
+    if ahead is not None:
+        _AHEAD[ref] = ahead
     try:
-        return flow_run(str(batch_dir), batch_id or batch_id_for(batch_dir), manifest, ref)  # type: ignore[no-any-return]
+        return flow_run(str(batch_dir), batch_id, manifest, ref)  # type: ignore[no-any-return]
     finally:
         _LIVE_SETTINGS.pop(ref, None)
+        if _AHEAD.pop(ref, None) is not None and ahead is not None:  # the flow never took it
+            ahead.pages.close()
+            process.release_snapshots(p for item in ahead.plan.items for p in item.planned)

@@ -1,34 +1,33 @@
 """The work on items: for each page read, clean, recognise; for each item verify, package, record, index.
 
-`run_items` does it for a list of planned items, in this process, with a thread pool of OCR
-engines (each loaded once per process); the batch flow calls it directly (embedded mode), and
-the `process-items` flow calls it on a worker for one chunk of a batch (server mode). Page
-images and OCR results never leave the process: tasks hand them over in memory, and what must
-outlive the process goes to the work folder, the archive and the state store.
+`run_items` does it for a list of planned items, in this process: the pages in a thread pool of
+OCR engines (loaded once per process; plain calls, see `PageWork`), each item as Prefect tasks
+once its pages are in; the batch flow calls it directly (embedded mode), and the
+`process-items` flow calls it on a worker for one chunk of a batch (server mode). Page images
+and OCR results never leave the process: they are handed over in memory, and what must outlive
+the process goes to the work folder, the archive and the state store.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import time
 from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
-from prefect.futures import PrefectFuture
 
 from pipeline import batchplan, process
 from pipeline.batchplan import ItemPlan
 from pipeline.errors import BatchError, ConfigError, OcrTimeoutError
-from pipeline.imaging import CleanedPage, UpDownJudge
 from pipeline.index.base import SearchBackend
 from pipeline.models import Finding, ItemResult, PageResult, PlannedPage, Severity, Verdict
-from pipeline.ocr import OcrEngine
-from pipeline.pages import LoadedPage
 from pipeline.progress import ItemOutcome, observer
 from pipeline.reindex import index_or_mark
 from pipeline.settings import Settings
@@ -37,64 +36,81 @@ from pipeline.store import ItemRow, Store, open_store
 log = logging.getLogger(__name__)
 
 
-def _transient(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry only what can succeed on a second try: an OCR engine that ran out of time."""
-    try:
-        state.result()
-    except OcrTimeoutError:
-        return True
-    except Exception:  # noqa: BLE001 - anything else is not retried
-        return False
-    return False
+# ---------------------------------------------------------------- the pages
 
 
-# ---------------------------------------------------------------- one page
-
-
-@task(name="read", task_run_name="read {page.name}", cache_policy=NO_CACHE)
-def read_page_task(
-    page: PlannedPage, seq: int, settings: Settings, cache_dir: Path
-) -> tuple[PageResult, LoadedPage | None]:
-    return process.read_step(page, seq, settings, cache_dir)
-
-
-@task(name="clean", task_run_name="clean page {result.seq}", cache_policy=NO_CACHE)
-def clean_page_task(
-    loaded: LoadedPage, result: PageResult, settings: Settings, judges: tuple[UpDownJudge, ...]
-) -> CleanedPage:
-    """Upright, deskew, crop, blank test."""
-    return process.clean_step(loaded, result, settings, judges)
-
-
-@task(name="recognise", task_run_name="recognise page {result.seq}", cache_policy=NO_CACHE)
-def recognise_page_task(
-    cleaned: CleanedPage, result: PageResult, engine: OcrEngine, settings: Settings, cache_dir: Path
-) -> PageResult:
-    return process.recognise_step(cleaned, result, engine, settings, cache_dir)
-
-
-@task(
-    name="page",
-    task_run_name="{item} page {seq}",
-    retries=2,
-    retry_delay_seconds=2,
-    retry_condition_fn=_transient,
-    cache_policy=NO_CACHE,
-    tags=["ocr"],
-)
-def page_task(page: PlannedPage, seq: int, item: str, settings: Settings, cache_dir: Path) -> PageResult:
-    """One page: its cached result for the same bytes and settings, or read, clean, recognise."""
-    hit = process.cached_page(page, seq, settings, cache_dir)
-    if hit is not None:
-        return hit
-    result, loaded = read_page_task(page, seq, settings, cache_dir)
-    if loaded is None:
-        return result
+def _page(page: PlannedPage, seq: int, settings: Settings, cache_dir: Path) -> PageResult:
+    """One page: its cached result for the same bytes and settings, or read, clean, recognise.
+    An OCR engine that ran out of time is given two more tries (nothing else is retried)."""
     pool = process.engine_pool(settings)
-    with pool.engine() as engine:
-        cleaned = clean_page_task(loaded, result, settings, pool.judges(engine))
-        del loaded
-        return recognise_page_task(cleaned, result, engine, settings, cache_dir)
+    tries = 3
+    while True:
+        try:
+            return process.process_page(page, seq, settings, pool, cache_dir)
+        except OcrTimeoutError:
+            tries -= 1
+            if not tries:
+                raise
+            time.sleep(2)
+
+
+class PageWork:
+    """Every page of these items read, cleaned and recognised by `ocr.workers` threads of this
+    process, each with its OCR engine, in batch order, at most `window` pages ahead of the
+    items being finished (a page waiting is its text and boxes: its pixels are in the work
+    folder).
+
+    The pages are plain function calls, not Prefect tasks: a task run per page cost the
+    Prefect server three or four API calls and their events, and the work cannot start before
+    the server is up. `start()` begins at once; the batch flow's embedded run starts it before
+    the flow, so the engines load and the first pages are read while Prefect's server starts.
+    """
+
+    def __init__(self, plans: list[ItemPlan], settings: Settings, cache_dir: Path) -> None:
+        workers = settings.ocr.workers
+        self._jobs = (
+            (i, seq, page)
+            for i, plan in enumerate(plans)
+            if not plan.reusable
+            for seq, page in enumerate(plan.planned, start=1)
+        )
+        self._settings, self._cache_dir = settings, cache_dir
+        self._window = workers * 16
+        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="page")
+        self._pending: deque[tuple[int, int, PlannedPage, Future[PageResult]]] = deque()
+
+    def start(self) -> PageWork:
+        while len(self._pending) < self._window:
+            job = next(self._jobs, None)
+            if job is None:
+                break
+            i, seq, page = job
+            future = self._executor.submit(_page, page, seq, self._settings, self._cache_dir)
+            self._pending.append((i, seq, page, future))
+        return self
+
+    def results(self) -> Iterator[tuple[int, PageResult]]:
+        """(item index, page result) in batch order, as they are done."""
+        self.start()
+        while self._pending:
+            i, seq, page, future = self._pending.popleft()
+            try:
+                result = future.result()
+            except Exception as exc:  # noqa: BLE001 - a failed page becomes a finding, never a failed batch
+                result = PageResult(
+                    seq=seq,
+                    source=page.name,
+                    frame=page.frame,
+                    source_sha256=page.sha256,
+                    error=f"processing failed: {exc.__class__.__name__}: {exc}",
+                    snapshot=page.snapshot,
+                )
+            self.start()
+            yield i, result
+
+    def close(self) -> None:
+        """Stop: pages not begun are dropped, pages being read are finished."""
+        self._executor.shutdown(wait=True, cancel_futures=True)
 
 
 # ---------------------------------------------------------------- one item
@@ -183,44 +199,6 @@ class _Collector:
             yield i, got
 
 
-def _page_results(
-    plans: list[ItemPlan], settings: Settings, cache_dir: Path, window: int
-) -> Iterator[tuple[int, PageResult]]:
-    """Submit page tasks with at most `window` in flight; yield (item index, result) in order."""
-    jobs = (
-        (i, seq, page, plan.archive_code)
-        for i, plan in enumerate(plans)
-        if not plan.reusable
-        for seq, page in enumerate(plan.planned, start=1)
-    )
-    pending: deque[tuple[int, int, PlannedPage, PrefectFuture[PageResult]]] = deque()
-
-    def top_up() -> None:
-        while len(pending) < window:
-            job = next(jobs, None)
-            if job is None:
-                return
-            i, seq, page, code = job
-            pending.append((i, seq, page, page_task.submit(page, seq, code, settings, cache_dir)))
-
-    top_up()
-    while pending:
-        i, seq, page, future = pending.popleft()
-        try:
-            result: PageResult = future.result()
-        except Exception as exc:  # noqa: BLE001 - a failed page becomes a finding, never a failed batch
-            result = PageResult(
-                seq=seq,
-                source=page.name,
-                frame=page.frame,
-                source_sha256=page.sha256,
-                error=f"processing failed: {exc.__class__.__name__}: {exc}",
-                snapshot=page.snapshot,
-            )
-        top_up()
-        yield i, result
-
-
 def _still_ours(settings: Settings) -> None:
     """Server mode: a run the server gave up on (it froze, was marked Crashed, and its chunk was
     sent to another worker) must not package anything when it wakes up: it stops here."""
@@ -238,16 +216,41 @@ def _still_ours(settings: Settings) -> None:
         raise BatchError(f"this run is {state.name} on the server; another run has its items now")
 
 
-def run_items(
-    batch_id: str, plans: list[ItemPlan], settings: Settings, store: Store, index: SearchBackend
-) -> list[dict[str, Any]]:
-    """Every page of these items, then each item finished in order; returns each item's outcome
-    (also written to the work folder for the batch report)."""
+def start_pages(plans: list[ItemPlan], settings: Settings) -> PageWork:
+    """The page work on these items, begun."""
     cache_dir = settings.work_dir / "pages"
     cache_dir.mkdir(parents=True, exist_ok=True)
     for plan in plans:  # an earlier run of these items (its worker died) may have packaged some
         if not plan.reusable and _reused(plan, settings) is not None:
             plan.reusable = True
+    return PageWork(plans, settings, cache_dir).start()
+
+
+def run_items(
+    batch_id: str,
+    plans: list[ItemPlan],
+    settings: Settings,
+    store: Store,
+    index: SearchBackend,
+    pages: PageWork | None = None,
+) -> list[dict[str, Any]]:
+    """Every page of these items (`pages`, if it was started already), then each item finished
+    in order; returns each item's outcome (also written to the work folder for the batch report)."""
+    work = pages or start_pages(plans, settings)
+    try:
+        return _finish_items(batch_id, plans, settings, store, index, work)
+    finally:
+        work.close()
+
+
+def _finish_items(
+    batch_id: str,
+    plans: list[ItemPlan],
+    settings: Settings,
+    store: Store,
+    index: SearchBackend,
+    work: PageWork,
+) -> list[dict[str, Any]]:
     watcher = observer()
     collector = _Collector(plans)
     outcomes: list[dict[str, Any]] = []
@@ -279,7 +282,7 @@ def run_items(
             watcher.item_done(ItemOutcome.of(item))
 
     started: set[int] = set()
-    for i, page in _page_results(plans, settings, cache_dir, window=settings.ocr.workers * 4):
+    for i, page in work.results():
         if i not in started:
             started.add(i)
             watcher.item_started(plans[i].archive_code, len(plans[i].planned))
