@@ -166,6 +166,7 @@ class ArchiveService:
             {
                 "filters": filters,
                 "hits": result.total,
+                "hits_exact": result.total_exact,
                 "offset": offset,
                 "cursor": bool(cursor),
                 "include_held": include_held,

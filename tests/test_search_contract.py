@@ -203,3 +203,18 @@ def test_rebuild_switches_searchers_to_the_new_index_at_once(index: SearchBacken
     assert pages(index, "医疗费用", access=FULL_ACCESS) == {("BX01-2012-CB-D10-0001", 2)}
     index.index_item(TRAD)  # writes go on through the same alias / file after a rebuild
     assert index.count_pages() == 3
+
+
+def test_past_the_counting_cap_the_total_reads_at_least_and_the_hits_stay_exact(index: SearchBackend) -> None:
+    index.total_cap = 2  # type: ignore[attr-defined]  # both backends take it (default 10,000)
+    result = index.search(SearchQuery("医疗费用", access=FULL_ACCESS, limit=2, facets=True))
+    assert (result.total, result.total_exact, result.total_text) == (2, False, "2+")
+    assert result.to_dict()["total_exact"] is False and result.to_dict()["total_text"] == "2+"
+    assert result.next_cursor  # paging goes on past the cap to the last match, and stops there
+    rest = index.search(SearchQuery("医疗费用", access=FULL_ACCESS, limit=2, cursor=result.next_cursor))
+    seen = {(h.archive_code, h.page) for h in result.hits + rest.hits}
+    assert len(seen) == 3 and rest.next_cursor is None
+    clerk = index.search(SearchQuery("医疗费用", access=CLERK, limit=5, facets=True))
+    assert (clerk.total, clerk.total_exact, clerk.total_text) == (2, True, "2")  # what the clerk may see
+    assert ("BX01-2014-LP-D6-0003", 1) not in {(h.archive_code, h.page) for h in clerk.hits}
+    assert "秘密" not in dict(clerk.facets["security_level"])

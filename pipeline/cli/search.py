@@ -89,7 +89,7 @@ def search(
         return
     first = (page - 1) * limit + 1 if not cursor else None
     shown = f" (hits {first}-{first + len(result.hits) - 1})" if first else ""
-    console.print(f"{result.total} pages match {query!r}{shown}:")
+    console.print(f"{result.total_text} pages match {query!r}{shown}:")
     for hit in result.hits:
         console.print(
             Text.assemble((hit.archive_code, "bold cyan"), f"  page {hit.page}  ", (hit.title, "bold"))

@@ -24,6 +24,9 @@ MAX_QUERY_CHARS = 200
 MAX_QUERY_TERMS = 16
 MAX_LIMIT = 100
 MAX_OFFSET = 10_000  # deeper than this, page on with the cursor (Elasticsearch's own window)
+# Matches are counted exactly up to this many; past it the total reads "10,000+" (total_exact is
+# False), as the big search engines do: counting a million matches costs more than the search.
+TOTAL_CAP = 10_000
 FILTER_FIELDS = ("year", "stage", "retention", "box", "security_level", "archive_code", "policy_number")
 FACET_FIELDS = ("year", "stage", "retention", "security_level", "box")
 ITEM_FIELDS = ("year", "stage", "retention", "security_level", "box", "policy_number", "policyholder")
@@ -78,16 +81,33 @@ class SearchHit:
 
 @dataclass(frozen=True)
 class SearchResult:
+    """The hits asked for, the total and the facet counts.
+
+    `total` is exact when `total_exact` is True; otherwise at least TOTAL_CAP pages match and
+    `total` is TOTAL_CAP ("10,000+"). Facet counts are then counted over the first TOTAL_CAP
+    matches the backend found (a sample) when `facets_exact` is False. Hits are always exact:
+    every hit is a page the searcher may see."""
+
     total: int
     hits: list[SearchHit]
     facets: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
     next_cursor: str | None = None
+    total_exact: bool = True
+    facets_exact: bool = True
+
+    @property
+    def total_text(self) -> str:
+        """The total as people read it: "1,234", or "10,000+" past the counting cap."""
+        return f"{self.total:,}" if self.total_exact else f"{self.total:,}+"
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "total": self.total,
+            "total_exact": self.total_exact,
+            "total_text": self.total_text,
             "hits": [h.to_dict() for h in self.hits],
             "facets": {k: [{"value": v, "count": c} for v, c in vs] for k, vs in self.facets.items()},
+            "facets_exact": self.facets_exact,
             "next_cursor": self.next_cursor,
         }
 

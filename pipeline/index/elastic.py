@@ -35,6 +35,7 @@ from pipeline.index.analysis import fold
 from pipeline.index.base import (
     FACET_FIELDS,
     ITEM_FIELDS,
+    TOTAL_CAP,
     IndexItem,
     SearchHit,
     SearchQuery,
@@ -123,8 +124,10 @@ class ElasticIndex:
         definition: dict[str, Any] | None = None,
         where: str = "",
         cursor_key: bytes | None = None,
+        total_cap: int = TOTAL_CAP,
     ) -> None:
         self.client = client
+        self.total_cap = total_cap  # hits counted exactly at most (track_total_hits)
         self.cursor_key = cursor_key or os.urandom(32)  # signs paging cursors
         self.alias = alias
         self.snippet_chars = snippet_chars
@@ -373,7 +376,7 @@ class ElasticIndex:
             "query": self._query(query, terms),
             "sort": [{"_score": "desc"}, {"archive_code": "asc"}, {"page": "asc"}],
             "size": query.limit,
-            "track_total_hits": True,
+            "track_total_hits": self.total_cap,
             "source_excludes": ["text"],
         }
         if query.cursor:
@@ -390,7 +393,9 @@ class ElasticIndex:
             body["aggs"] = {f: {"terms": {"field": f, "size": 100}} for f in FACET_FIELDS}
         with self._reading("searching"):
             found = self.client.search(index=self.alias, **body)
-        total = int(found["hits"]["total"]["value"])
+        counted = found["hits"]["total"]
+        total_exact = counted.get("relation", "eq") == "eq"
+        total = min(int(counted["value"]), self.total_cap) if not total_exact else int(counted["value"])
         hits = []
         raw = found["hits"]["hits"]
         for h in raw:
@@ -415,12 +420,12 @@ class ElasticIndex:
                 key=lambda kv: (-kv[1], kv[0]),
             )
         following = position + len(hits)
+        more = following < total or (not total_exact and len(raw) == query.limit)
         cursor = (
-            encode_cursor({"p": following, "a": raw[-1]["sort"]}, self.cursor_key)
-            if raw and following < total
-            else None
+            encode_cursor({"p": following, "a": raw[-1]["sort"]}, self.cursor_key) if raw and more else None
         )
-        return SearchResult(total, hits, facets, cursor)
+        # Elasticsearch counts the facets over every match, whatever track_total_hits says.
+        return SearchResult(total, hits, facets, cursor, total_exact, True)
 
 
 def _describe(exc: BaseException) -> str:

@@ -52,6 +52,10 @@ MESSAGES: dict[str, dict[str, str]] = {
     "page_n": {"zh": "第 {n} 页", "en": "page {n}"},
     "hits": {"zh": "共 {n} 页命中", "en": "{n} matching pages"},
     "no_hits": {"zh": "没有找到包含这些字词的页面", "en": "No page holds these words"},
+    "facets_sampled": {
+        "zh": "分类计数按前 {n} 个命中页统计",
+        "en": "counts over the first {n} matching pages",
+    },
     "all": {"zh": "全部", "en": "All"},
     "clear_filters": {"zh": "清除筛选", "en": "Clear filters"},
     "previous": {"zh": "上一页", "en": "Previous"},
