@@ -167,7 +167,7 @@ def test_the_api_and_the_search_page_say_at_least_past_the_cap(tmp_path: Path) -
         nonce = client.cookies.get(LOGIN_COOKIE)
         client.post("/login", data={"username": "clerk", "password": "correct horse 8", "csrf": nonce})
         page = client.get("/search", params={"q": "保险"})
-        assert page.status_code == 200 and page.text.count("<li class=\"hit\">") == 5
+        assert page.status_code == 200 and page.text.count('<li class="hit">') == 5
         assert "3+ matching pages" in page.text or "共 3+ 页命中" in page.text
         assert "counts over the first 3 matching pages" in page.text or "按前 3 个命中页统计" in page.text
     store = Store(settings.state_url)
