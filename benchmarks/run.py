@@ -25,7 +25,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -482,112 +481,12 @@ def bench_memory(work: Path, quick: bool) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- search at scale
 
-QUERIES = [
-    "养老保险",
-    "理赔",
-    "医疗费用",
-    "保险合同",
-    "投保人声明",
-    "受益人",
-    "社会保险费",
-    "缴费基数",
-    "犹豫期",
-    "银行账户",
-    "核保意见",
-    "保全变更",
-    "住院治疗",
-    "身份证复印件",
-    "法定继承人",
-    "参保登记",
-    "现金价值",
-    "事故经过",
-    "保险金",
-    "劳动合同",
-]
-
-
-def synthetic_pages(count: int, seed: int = 11) -> list[str]:
-    rng = random.Random(seed)
-    return [
-        "".join(page_text(rng, 450)) + f" P{rng.randrange(2000, 2025)}-{rng.randrange(10**6):06d}"
-        for _ in range(count)
-    ]
-
-
-def _latencies(search: Callable[[str], Any], repeats: int) -> dict[str, float]:
-    times = []
-    for _ in range(repeats):
-        for query in QUERIES:
-            started = time.perf_counter()
-            search(query)
-            times.append((time.perf_counter() - started) * 1000)
-    times.sort()
-    return {"p50_ms": round(times[len(times) // 2], 2), "p95_ms": round(times[int(len(times) * 0.95) - 1], 2)}
-
 
 def bench_search(work: Path, quick: bool) -> dict[str, Any]:
-    from pipeline.index.base import IndexItem, IndexPage, SearchQuery
-    from pipeline.index.sqlite import SqliteIndex
+    """The embedded index at 1M pages and osmem-server as a reference: benchmarks/search.py."""
+    from benchmarks.search import bench
 
-    count = 1000 if quick else 100_000
-    _say(f"search: building the embedded index with {count} synthetic pages")
-    texts = synthetic_pages(count)
-    index = SqliteIndex(work / "scale.sqlite")
-    started = time.perf_counter()
-    per_item = 10
-    for start in range(0, count, per_item):
-        pages = tuple(IndexPage(n + 1, t) for n, t in enumerate(texts[start : start + per_item]))
-        index.index_item(
-            IndexItem(f"SCALE-{start // per_item:06d}", "synthetic", {"year": str(2000 + start % 25)}, pages)
-        )
-    build = time.perf_counter() - started
-    latency = _latencies(lambda q: index.search(SearchQuery(q, limit=10)), 2 if quick else 5)
-    filtered = _latencies(
-        lambda q: index.search(SearchQuery(q, {"year": "2012"}, limit=10)), 1 if quick else 3
-    )
-    index.close()
-    size_mb = (work / "scale.sqlite").stat().st_size / 1e6
-    return {
-        "pages": count,
-        "build_seconds": round(build, 1),
-        "pages_per_second": round(count / build),
-        "index_mb": round(size_mb, 1),
-        "sqlite": latency,
-        "sqlite_with_year_filter": filtered,
-        "osmem_server": _osmem_reference(texts, per_item, quick),
-    }
-
-
-def _osmem_reference(texts: list[str], per_item: int, quick: bool) -> dict[str, Any]:
-    """The same pages and queries through our Elasticsearch backend against osmem-server.
-
-    For reference only: an in-memory stand-in on the same 2 cores says nothing about a cluster.
-    """
-    from elasticsearch import Elasticsearch
-    from osmem_server import OsmemServer
-
-    from pipeline.index.base import IndexItem, IndexPage, SearchQuery
-    from pipeline.index.elastic import ElasticIndex, PlainJsonNode
-
-    _say(f"search: the same {len(texts)} pages into osmem-server (reference)")
-    with OsmemServer.start(japanese=False) as server:
-        client = Elasticsearch(server.url, node_class=PlainJsonNode, request_timeout=600)
-        index = ElasticIndex(client, "bench-pages", chunk=2000)
-        items = (
-            IndexItem(
-                f"SCALE-{start // per_item:06d}",
-                "synthetic",
-                {"year": str(2000 + start % 25)},
-                tuple(IndexPage(n + 1, t) for n, t in enumerate(texts[start : start + per_item])),
-            )
-            for start in range(0, len(texts), per_item)
-        )
-        started = time.perf_counter()
-        index.rebuild(items)
-        build = time.perf_counter() - started
-        latency = _latencies(lambda q: index.search(SearchQuery(q, limit=10)), 2 if quick else 5)
-        index.close()
-    return {"build_seconds": round(build, 1), **latency}
+    return bench(work, quick)
 
 
 # --------------------------------------------------------------------------- deskew
@@ -724,14 +623,39 @@ def print_table(results: dict[str, Any]) -> None:
         )
     s = results.get("search")
     if s:
-        ref = s.get("osmem_server") or {}
+        for kind, v in s["sqlite"]["by_kind"].items():
+            table.add_row(
+                f"search p50/p95 ms, {s['pages']:,} pages: {kind}",
+                f"{v['p50_ms']} / {v['p95_ms']}",
+                "-",
+                "-",
+                "p95 <= 100",
+            )
         table.add_row(
-            f"search p50/p95 ms, {s['pages']} pages",
-            f"{s['sqlite']['p50_ms']} / {s['sqlite']['p95_ms']}",
-            f"{ref.get('p50_ms', '-')} / {ref.get('p95_ms', '-')} osmem-server (reference)",
-            str(round(s["sqlite"]["p50_ms"] / max(ref["p50_ms"], 1e-9), 2)) if ref else "-",
-            f"build {s['build_seconds']} s (osmem {ref.get('build_seconds', '-')} s)",
+            f"search top 10 as exhaustive ranking, {s['pages']:,} pages",
+            f"{s['sqlite']['top10_same_scores']} of {s['sqlite']['top10_queries']} queries",
+            "exhaustive ranking",
+            "-",
+            "all",
         )
+        table.add_row(
+            f"search index build, {s['pages']:,} pages",
+            f"{s['pages_per_second']} pages/s, {s['index_mb']} MB, "
+            f"search process {s['search_process_peak_rss_mb']} MB",
+            "-",
+            "-",
+            "-",
+        )
+        ref = s.get("reference") or {}
+        if ref:
+            ours, theirs = ref["sqlite"], ref["osmem_server"]
+            table.add_row(
+                f"search p50/p95 ms, {ref['pages']:,} pages",
+                f"{ours['p50_ms']} / {ours['p95_ms']}",
+                f"{theirs['p50_ms']} / {theirs['p95_ms']} osmem-server (reference)",
+                str(round(ours["p95_ms"] / max(theirs["p95_ms"], 1e-9), 2)),
+                "-",
+            )
     d = results.get("deskew")
     if d:
         for key in ("deskew_default", "deskew_fine_0.05deg"):
