@@ -134,11 +134,13 @@ def bare_engine(
     return time.perf_counter() - started, time.process_time() - cpu
 
 
-def pipeline_run(batch: Path, home: Path) -> dict[str, Any]:
+def pipeline_run(batch: Path, home: Path, workers: int | None = None) -> dict[str, Any]:
     """`capture run` in a fresh process: wall time (with Prefect start-up) and the flow's own time."""
     catalogue = home.parent / f"{home.name}-catalogue.csv"
     write_catalogue(batch, catalogue)
     env = {**os.environ, "CAPTURE_HOME": str(home)}
+    if workers is not None:
+        env["CAPTURE_OCR__WORKERS"] = str(workers)
     started = time.perf_counter()
     result = subprocess.run(
         [sys.executable, "-m", "benchmarks.child", "run", str(batch), str(catalogue)],
@@ -183,19 +185,26 @@ def run_ocrmypdf(images: list[Path], source: Path, output: Path, jobs: int = 2) 
     return time.perf_counter() - started
 
 
-def bench_throughput(work: Path, pages: int, quick: bool) -> dict[str, Any]:
+def bench_throughput(work: Path, pages: int, quick: bool, references: bool = True) -> dict[str, Any]:
     batch = work / "throughput"
     files = make_batch(batch, pages, seed=1)
     _say(f"throughput: {pages} generated A4 300 dpi pages")
-    configs = [(2, 1)] if quick else [(2, 1), (1, 2)]
+    configs = [(2, 1)] if quick else [(2, 1), (1, 2), (1, 1)]
     measured = {f"{w} engines x {t} threads": bare_engine(files, w, t) for w, t in configs}
-    bare = {name: wall for name, (wall, _) in measured.items()}
+    # the baseline: the best of the configurations using both cores
+    bare = {name: wall for name, (wall, _) in measured.items() if name != "1 engines x 1 threads"}
     best_name, best = min(bare.items(), key=lambda kv: kv[1])
     best_cpu = measured[best_name][1]
     # The same engine on the onnxruntime runtime (the default before OpenVINO), for the record.
-    onnx = None if quick else bare_engine(files, 2, 1, runtime="onnxruntime")
+    onnx = None if quick or not references else bare_engine(files, 2, 1, runtime="onnxruntime")
     run = pipeline_run(batch, work / "throughput-home")
-    ocrmypdf = None if quick else run_ocrmypdf(files, work / "ocrmypdf-in.pdf", work / "ocrmypdf-out.pdf")
+    # ocr.workers = 1 beside the default 2, against one engine with one thread: the scaling
+    single = None if quick else pipeline_run(batch, work / "throughput-home-1", workers=1)
+    ocrmypdf = (
+        None
+        if quick or not references
+        else run_ocrmypdf(files, work / "ocrmypdf-in.pdf", work / "ocrmypdf-out.pdf")
+    )
     ppm = lambda seconds: pages / seconds * 60  # noqa: E731
     result: dict[str, Any] = {
         "pages": pages,
@@ -212,7 +221,26 @@ def bench_throughput(work: Path, pages: int, quick: bool) -> dict[str, Any]:
         "pipeline_cpu_seconds": run["cpu_seconds"],
         "ratio_vs_bare_cpu": round(best_cpu / run["cpu_seconds"], 3),
         "target_ratio_vs_bare": 0.9,
+        # pages a minute for each core the configuration uses (2 workers x 1 engine thread: 2)
+        "bare_pages_per_min_per_core": round(ppm(best) / 2, 1),
+        "pipeline_pages_per_min_per_core_wall": round(ppm(run["wall_seconds"]) / 2, 1),
+        "pipeline_peak_rss_mb": run["peak_rss_mb"],
     }
+    if single is not None:
+        one, one_cpu = measured["1 engines x 1 threads"]
+        result["workers_1"] = {
+            "bare_1x1_seconds": round(one, 1),
+            "bare_1x1_cpu_seconds": round(one_cpu, 1),
+            "bare_pages_per_min_per_core": round(ppm(one), 1),
+            "pipeline_flow_seconds": round(single["seconds"], 1),
+            "pipeline_wall_seconds": round(single["wall_seconds"], 1),
+            "pipeline_cpu_seconds": single["cpu_seconds"],
+            "pipeline_pages_per_min_per_core_wall": round(ppm(single["wall_seconds"]), 1),
+            "pipeline_peak_rss_mb": single["peak_rss_mb"],
+            "ratio_vs_bare_wall": round(one / single["wall_seconds"], 3),
+            "ratio_vs_bare_flow": round(one / single["seconds"], 3),
+            "scaling_2_workers_vs_1_wall": round(single["wall_seconds"] / run["wall_seconds"], 2),
+        }
     if onnx is not None:
         result.update(
             bare_onnxruntime_seconds=round(onnx[0], 1),
@@ -568,6 +596,23 @@ def print_table(results: dict[str, Any]) -> None:
             str(t["ratio_vs_bare_wall"]),
             ">= 0.9",
         )
+        if "bare_pages_per_min_per_core" in t:
+            table.add_row(
+                "pages/min per core (wall, with Prefect start), 2 workers; peak MB",
+                f"{t['pipeline_pages_per_min_per_core_wall']}; {t.get('pipeline_peak_rss_mb')}",
+                f"{t['bare_pages_per_min_per_core']} bare engine",
+                str(t["ratio_vs_bare_wall"]),
+                ">= 0.9",
+            )
+        w1 = t.get("workers_1")
+        if w1:
+            table.add_row(
+                "pages/min per core (wall, with Prefect start), 1 worker; peak MB",
+                f"{w1['pipeline_pages_per_min_per_core_wall']}; {w1['pipeline_peak_rss_mb']}",
+                f"{w1['bare_pages_per_min_per_core']} bare engine 1 x 1",
+                str(w1["ratio_vs_bare_wall"]),
+                f"2 workers: {w1['scaling_2_workers_vs_1_wall']}x",
+            )
         if "bare_onnxruntime_pages_per_min" in t:
             table.add_row(
                 "bare engine pages/min, OpenVINO vs onnxruntime",
@@ -718,6 +763,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     parser.add_argument("--pages", type=int, default=40, help="pages in the throughput batch")
     parser.add_argument("--quick", action="store_true", help="tiny inputs: a smoke run")
+    parser.add_argument(
+        "--no-references",
+        action="store_true",
+        help="throughput: leave out the onnxruntime and OCRmyPDF runs (a shorter run to repeat)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "latest.json")
     args = parser.parse_args(argv)
     sections = args.only or [
@@ -736,7 +786,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for section in sections:
             started = time.perf_counter()
             if section == "throughput":
-                results[section] = bench_throughput(work, 2 if args.quick else args.pages, args.quick)
+                pages = 2 if args.quick else args.pages
+                results[section] = bench_throughput(work, pages, args.quick, not args.no_references)
             elif section == "quality":
                 results[section] = bench_quality(work, args.quick)
             elif section == "memory":
