@@ -5,9 +5,10 @@ of its bigrams), single CJK characters (one-character queries), Latin/digit word
 our own. `tiers` holds, for each bigram or word that is prominent on the page, a token naming
 how prominent (the term and its impact level, see `impact_level`), so the pages where a term
 weighs most can be found without reading every page that has it. `meta` holds a token per
-filter and access value (year, stage, fonds, security rank, visibility...), so filters and the
-searcher's reach are part of the FTS query and a search never walks pages it would throw
-away. The same conditions are also checked on the `pages` table, which stays the authority.
+filter value (year, stage, box...) and the page's fonds, security rank and visibility, so user
+filters and a fonds restriction are part of the FTS query and a search does not walk pages it
+would throw away. Every condition, clearance and the QA hold included, is also checked on the
+`pages` table, which stays the authority. Page texts live in `page_texts`, read for snippets.
 
 Searching at archive scale (a common word is on nearly every page of a million):
 
@@ -15,10 +16,12 @@ Searching at archive scale (a common word is on nearly every page of a million):
 - facets are counted over the same capped scan (exact when the total is);
 - the hits are ranked by BM25 over the page's terms (length-normalised against a nominal page,
   weighted by each term's rarity), best first. When there are at most RANK_BUDGET matches all
-  are scored. Otherwise the query's rarest term leads: its tier tokens give the pages where it
-  is most prominent, highest level first, until enough are found; those are scored and ordered
-  by (level, score). For a one-word query that is exactly the BM25 order; the benchmark reports
-  how often the top 10 of a query equals the exhaustive ranking's.
+  are scored. Otherwise the tier tokens give the pages where the query's terms are most
+  prominent, highest level first, each term's floor lowered in turn, until the pages scoring
+  more than any page below the floors could (the threshold algorithm) fill the page of hits:
+  they are the exhaustive ranking's top hits, in its order. If the budget runs out first, the
+  pages looked at lead by score and the other matches follow newest first; the benchmark
+  reports how often the top 10 equals the exhaustive ranking's.
 """
 
 from __future__ import annotations
@@ -541,8 +544,9 @@ class _Search:
         A page none of whose terms reaches impact level `floor` scores below `bound(floor)`;
         so the pages where some term does (found through the tier tokens, highest floor first)
         that score at least that much are the true best, in order (the threshold algorithm).
-        When the pages to look at outgrow RANK_BUDGET before enough are certain, the certain
-        ones come first and the other matches follow newest first."""
+        When the pages to look at outgrow RANK_BUDGET before enough are certain, the pages
+        looked at come first by score (the certain ones lead) and the other matches follow
+        newest first."""
         need = offset + limit
         if total == 0 or (total_exact and offset >= total):
             return []
@@ -553,7 +557,7 @@ class _Search:
             self.score(every, weights)
             return self._order(every)[offset:need]
         tierable = [t for t in self.terms if tier_expression(t, MIN_LEVEL)]
-        head: list[_Candidate] = []  # the best pages, certainly in order
+        head: list[_Candidate] = []  # every page looked at so far, by score
         known: dict[int, _Candidate] = {}
         steps = dict.fromkeys(tierable, 0)  # each term's floor, as an index into LEVEL_STEPS
         while steps:
@@ -566,19 +570,17 @@ class _Search:
             self.score(new, weights)
             known.update((c.id, c) for c in new)
             parts = self._bound_parts(weights, floors)
-            head = [
-                c
-                for c in self._order([known[i] for i in ids if i in known])
-                if c.score >= sum(parts.values())
-            ]
-            if len(head) >= need:
+            head = self._order([known[i] for i in ids if i in known])
+            certain = sum(1 for c in head if c.score >= sum(parts.values()))  # a prefix of head
+            if certain >= need:
                 return head[offset:need]
             # lower the floor of the term that lets the most through, while it can go lower
             lower = [t for t in tierable if steps[t] + 1 < len(LEVEL_STEPS)]
             if not lower:
                 break
             steps[max(lower, key=lambda t: parts[t])] += 1
-        # Past the certain head, the other matches follow newest first (rowid order).
+        # Out of budget before enough were certain: the pages looked at come first, by score
+        # (the certain ones lead them), then the other matches newest first (rowid order).
         taken = head[offset:need]
         rest = self.ids("", limit - len(taken), max(0, offset - len(head)), [c.id for c in head])
         tail = {c.id: c for c in self.load(rest)}
