@@ -32,7 +32,7 @@ import sqlite3
 import sys
 import threading
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -449,42 +449,29 @@ class _Search:
     def load(self, ids: Sequence[int]) -> list[_Candidate]:
         """The pages' catalogue fields and lengths (not their texts)."""
         out = []
-        for start in range(0, len(ids), 500):
-            part = ids[start : start + 500]
-            rows = self.db.execute(
-                f"SELECT id, archive_code, page, title, length, {', '.join(ITEM_FIELDS)} "
-                f"FROM pages WHERE id IN ({', '.join('?' * len(part))})",
-                part,
-            ).fetchall()
-            for page_id, code, page, title, length, *values in rows:
-                fields = dict(zip(ITEM_FIELDS, values, strict=True))
-                out.append(_Candidate(page_id, code, page, title, length, fields))
+        select = f"SELECT id, archive_code, page, title, length, {', '.join(ITEM_FIELDS)} FROM pages WHERE id"
+        for page_id, code, page, title, length, *values in self._rows_in(select, ids):
+            fields = dict(zip(ITEM_FIELDS, values, strict=True))
+            out.append(_Candidate(page_id, code, page, title, length, fields))
         return out
 
+    def _rows_in(self, select: str, ids: Sequence[int]) -> Iterator[Any]:
+        """The rows of `select ... WHERE <key>` IN ids, asked 500 ids at a time."""
+        for start in range(0, len(ids), 500):
+            part = list(ids[start : start + 500])
+            yield from self.db.execute(f"{select} IN ({', '.join('?' * len(part))})", part)
+
     def texts(self, ids: Sequence[int]) -> dict[int, str]:
-        if not ids:
-            return {}
-        rows = self.db.execute(
-            f"SELECT id, text FROM page_texts WHERE id IN ({', '.join('?' * len(ids))})", list(ids)
-        ).fetchall()
-        return {int(i): str(t) for i, t in rows}
+        return {int(i): str(t) for i, t in self._rows_in("SELECT id, text FROM page_texts WHERE id", ids)}
 
     def _tokens(self, ids: Sequence[int]) -> dict[int, dict[str, str]]:
         """The analysed columns the query's terms are counted in, each token between two spaces
         of its own (so that str.count finds a token repeated back to back every time)."""
         columns = sorted({_column(t) for t in self.terms})
         out: dict[int, dict[str, str]] = {}
-        for start in range(0, len(ids), 500):
-            part = ids[start : start + 500]
-            rows = self.db.execute(
-                f"SELECT rowid, {', '.join(columns)} FROM pages_fts "
-                f"WHERE rowid IN ({', '.join('?' * len(part))})",
-                part,
-            ).fetchall()
-            for rowid, *values in rows:
-                out[int(rowid)] = {
-                    c: f" {v.replace(' ', '  ')} " for c, v in zip(columns, values, strict=True)
-                }
+        select = f"SELECT rowid, {', '.join(columns)} FROM pages_fts WHERE rowid"
+        for rowid, *values in self._rows_in(select, ids):
+            out[int(rowid)] = {c: f" {v.replace(' ', '  ')} " for c, v in zip(columns, values, strict=True)}
         return out
 
     def ids(self, extra: str, limit: int, offset: int = 0, exclude: Sequence[int] = ()) -> list[int]:
