@@ -53,7 +53,7 @@ from pipeline.index.base import (
 from pipeline.index.snippets import make_snippet
 from pipeline.keys import secret
 from pipeline.security import Access, fonds_of, rank
-from pipeline.store.base import owner_only
+from pipeline.statedb import owner_only
 
 SCHEMA_VERSION = 3
 _SCHEMA = """
@@ -96,6 +96,7 @@ MAX_LEVEL = 23
 LEVEL_STEPS = (23, 19, 16, 13, 11, 9, 8, 7, 6, 5, 4, 3, 2)  # each term's level floors, highest first
 RANK_BUDGET = 2000  # pages scored for one search at most
 DF_SAMPLE = 1000  # matches read to estimate a term's document frequency
+CACHE_KIB = 65536  # SQLite's page cache for the connection (its default is 2 MB)
 
 
 def _phrase(tokens: list[str]) -> str:
@@ -194,6 +195,20 @@ def tier_expression(term: str, floor: int) -> str | None:
     return " AND ".join(f"tiers : {_any_of(f'{t}x{level}' for level in levels)}" for t in tokens)
 
 
+def new_tier_expression(term: str, floor: int, above: int) -> str | None:
+    """Pages that `tier_expression(term, floor)` admits and `tier_expression(term, above)` did
+    not (floor < above): every bigram at `floor` or higher and some bigram below `above`."""
+    every = tier_expression(term, floor)
+    if every is None:
+        return None
+    tokens = [term] if term[0].isascii() else list(dict.fromkeys(_bigrams(term)))
+    levels = range(floor, above)
+    if len(tokens) == 1:
+        return f"tiers : {_any_of(f'{tokens[0]}x{level}' for level in levels)}"
+    newly = _any_of(f"{t}x{level}" for t in tokens for level in levels)
+    return f"{every} AND tiers : {newly}"
+
+
 @dataclass
 class _Candidate:
     id: int
@@ -227,6 +242,7 @@ class SqliteIndex:
         self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
         if version != SCHEMA_VERSION:
             had_pages = self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'pages'").fetchone()
@@ -421,27 +437,30 @@ class _Search:
 
     def count(self, facets: bool) -> tuple[int, bool, dict[str, list[tuple[str, int]]]]:
         """The total (exact up to the cap) and the facet counts over the same matches: SQLite
-        groups the capped matches by their facet values, Python adds up a few hundred groups."""
-        columns = ", ".join(FACET_FIELDS) if facets else "''"
+        keeps the capped matches' facet values and groups them by each field in turn (grouping
+        by all fields at once made nearly a group a page: the box is nearly an item's own)."""
         expression = " AND ".join(f"({e})" for e in (self.matching, self.fts_filter) if e)
         inner = (
             f"SELECT {', '.join('p.' + f for f in FACET_FIELDS) if facets else '1'} "
             "FROM pages_fts CROSS JOIN pages p ON p.id = pages_fts.rowid "
             f"WHERE pages_fts MATCH ? {''.join(' AND ' + w for w in self.where)} LIMIT ?"
         )
-        group = f" GROUP BY {columns}" if facets else ""
-        rows = self.db.execute(
-            f"SELECT {columns}, count(*) FROM ({inner}){group}", [expression, *self.args, self.total_cap + 1]
-        ).fetchall()
-        matched = sum(int(row[-1]) for row in rows)
+        args = [expression, *self.args, self.total_cap + 1]
         found: dict[str, list[tuple[str, int]]] = {}
-        if facets:
-            for n, name in enumerate(FACET_FIELDS):
-                counts: Counter[str] = Counter()
-                for row in rows:
-                    if row[n] != "":
-                        counts[str(row[n])] += int(row[-1])
-                found[name] = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        if not facets:
+            matched = int(self.db.execute(f"SELECT count(*) FROM ({inner})", args).fetchone()[0])
+            return min(matched, self.total_cap), matched <= self.total_cap, found
+        groups = " UNION ALL ".join(
+            f"SELECT {n}, {name}, count(*) FROM m GROUP BY {name}" for n, name in enumerate(FACET_FIELDS)
+        )
+        rows = self.db.execute(f"WITH m AS MATERIALIZED ({inner}) {groups}", args).fetchall()
+        counts: list[Counter[str]] = [Counter() for _ in FACET_FIELDS]
+        for n, value, count in rows:
+            counts[n][str(value)] += int(count)
+        matched = sum(counts[0].values())
+        for n, name in enumerate(FACET_FIELDS):
+            counts[n].pop("", None)
+            found[name] = sorted(counts[n].items(), key=lambda kv: (-kv[1], kv[0]))
         return min(matched, self.total_cap), matched <= self.total_cap, found
 
     # -- ranking ------------------------------------------------------------------------------
@@ -464,14 +483,14 @@ class _Search:
     def texts(self, ids: Sequence[int]) -> dict[int, str]:
         return {int(i): str(t) for i, t in self._rows_in("SELECT id, text FROM page_texts WHERE id", ids)}
 
-    def _tokens(self, ids: Sequence[int]) -> dict[int, dict[str, str]]:
-        """The analysed columns the query's terms are counted in, each token between two spaces
-        of its own (so that str.count finds a token repeated back to back every time)."""
+    def _tokens(self, ids: Sequence[int]) -> dict[int, dict[str, bytes]]:
+        """The analysed columns the query's terms are counted in, as UTF-8 (see `_needle`)."""
         columns = sorted({_column(t) for t in self.terms})
-        out: dict[int, dict[str, str]] = {}
-        select = f"SELECT rowid, {', '.join(columns)} FROM pages_fts WHERE rowid"
+        out: dict[int, dict[str, bytes]] = {}
+        blobs = ", ".join(f"CAST({c} AS BLOB)" for c in columns)
+        select = f"SELECT rowid, {blobs} FROM pages_fts WHERE rowid"
         for rowid, *values in self._rows_in(select, ids):
-            out[int(rowid)] = {c: f" {v.replace(' ', '  ')} " for c, v in zip(columns, values, strict=True)}
+            out[int(rowid)] = {c: _spaced(c, v) for c, v in zip(columns, values, strict=True)}
         return out
 
     def ids(self, extra: str, limit: int, offset: int = 0, exclude: Sequence[int] = ()) -> list[int]:
@@ -487,13 +506,13 @@ class _Search:
     def score(self, candidates: list[_Candidate], weights: list[float]) -> None:
         """BM25 of each page, from its analysed tokens."""
         tokens = self._tokens([c.id for c in candidates])
-        needles = [(f" {'  '.join(_tokens_of(t))} ", _column(t)) for t in self.terms]
+        needles = [(_needle(t), _column(t)) for t in self.terms]
         for c in candidates:
             columns = tokens.get(c.id, {})
             k = saturation(c.length)
             score = 0.0
             for weight, (needle, column) in zip(weights, needles, strict=True):
-                tf = columns.get(column, "").count(needle)
+                tf = columns.get(column, b"").count(needle)
                 score += weight * tf * (K1 + 1) / (tf + k)
             c.score = score
 
@@ -547,17 +566,19 @@ class _Search:
         head: list[_Candidate] = []  # every page looked at so far, by score
         known: dict[int, _Candidate] = {}
         steps = dict.fromkeys(tierable, 0)  # each term's floor, as an index into LEVEL_STEPS
+        # the pages the first floors admit; then, each time one term's floor is lowered, only
+        # the pages its new levels admit (the others are known already)
+        expression = " OR ".join(f"({tier_expression(t, LEVEL_STEPS[0])})" for t in tierable)
         while steps:
-            floors = {t: LEVEL_STEPS[n] for t, n in steps.items()}
-            expression = " OR ".join(f"({tier_expression(t, f)})" for t, f in floors.items())
-            ids = self.ids(expression, budget + 1)
-            if len(ids) > budget:
+            fresh = [i for i in self.ids(expression, budget + 1) if i not in known]
+            if len(known) + len(fresh) > budget:
                 break
-            new = self.load([i for i in ids if i not in known])
+            new = self.load(fresh)
             self.score(new, weights)
             known.update((c.id, c) for c in new)
+            floors = {t: LEVEL_STEPS[n] for t, n in steps.items()}
             parts = self._bound_parts(weights, floors)
-            head = self._order([known[i] for i in ids if i in known])
+            head = self._order(list(known.values()))
             certain = sum(1 for c in head if c.score >= sum(parts.values()))  # a prefix of head
             if certain >= need:
                 return head[offset:need]
@@ -565,7 +586,9 @@ class _Search:
             lower = [t for t in tierable if steps[t] + 1 < len(LEVEL_STEPS)]
             if not lower:
                 break
-            steps[max(lower, key=lambda t: parts[t])] += 1
+            term = max(lower, key=lambda t: parts[t])
+            steps[term] += 1
+            expression = str(new_tier_expression(term, LEVEL_STEPS[steps[term]], floors[term]))
         # Out of budget before enough were certain: the pages looked at come first, by score
         # (the certain ones lead them), then the other matches newest first (rowid order).
         taken = head[offset:need]
@@ -593,6 +616,26 @@ def _column(term: str) -> str:
     if term[0].isascii():
         return "words"
     return "unigrams" if len(term) == 1 else "bigrams"
+
+
+def _spaced(column: str, value: bytes) -> bytes:
+    """A column's tokens as `_needle` counts them: CJK columns as stored, the words column with
+    each word between two spaces of its own (so that a word repeated back to back counts every
+    time and a word never counts inside a longer one)."""
+    if column == "words":
+        return b" " + value.replace(b" ", b"  ") + b" "
+    return value
+
+
+def _needle(term: str) -> bytes:
+    """What `bytes.count` looks for in the `_spaced` column to count the term's occurrences (as
+    a phrase of its tokens, occurrences not overlapping). A CJK token (a bigram, or a single
+    character in `unigrams`) is never part of a longer one, and UTF-8 never matches inside a
+    character, so the bigrams and unigrams are searched as stored."""
+    tokens = _tokens_of(term)
+    if _column(term) == "words":
+        return f" {'  '.join(tokens)} ".encode()
+    return " ".join(tokens).encode()
 
 
 def _tokens_of(term: str) -> list[str]:
