@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from pipeline.models import PageGeometry
+
 # Longest side (pixels) of the working copy used to measure skew and orientation.
 _MEASURE_SIDE = 2000
 # Ink pixels sampled for the projection profile (enough for 0.01 degree resolution).
@@ -28,6 +30,7 @@ class CleanedPage:
     orientation_method: str
     blank: bool
     ink_ratio: float
+    geometry: PageGeometry | None = None  # the source pixels -> `image` map (clean_page sets it)
 
 
 # An up/down judge takes an upright-axis grey page and returns (is_upside_down, method) or
@@ -125,6 +128,32 @@ def rotate_quarter_turns(image: np.ndarray, turns_cw: int) -> np.ndarray:
     return cv2.rotate(image, codes[turns_cw])
 
 
+def _translation(dx: float, dy: float) -> np.ndarray:
+    return np.array([[1.0, 0.0, dx], [0.0, 1.0, dy], [0.0, 0.0, 1.0]])
+
+
+def quarter_turn_matrix(turns_cw: int, width: int, height: int) -> np.ndarray:
+    """What rotate_quarter_turns does to a point of a width x height image (continuous pixel
+    coordinates, y down): exact, since the turn only moves whole pixels."""
+    turns_cw %= 4
+    if turns_cw == 1:  # (x, y) -> (H - y, x)
+        return np.array([[0.0, -1.0, height], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    if turns_cw == 2:  # (x, y) -> (W - x, H - y)
+        return np.array([[-1.0, 0.0, width], [0.0, -1.0, height], [0.0, 0.0, 1.0]])
+    if turns_cw == 3:  # (x, y) -> (y, W - x)
+        return np.array([[0.0, 1.0, 0.0], [-1.0, 0.0, width], [0.0, 0.0, 1.0]])
+    return np.eye(3)
+
+
+def deskew_matrix(angle: float, width: int, height: int) -> np.ndarray:
+    """What deskew does to a point (continuous pixel coordinates, y down). OpenCV's matrix works
+    on pixel centres at whole numbers; shifted by half a pixel either side it maps corners."""
+    if abs(angle) < 0.005:
+        return np.eye(3)
+    opencv = np.vstack([cv2.getRotationMatrix2D((width / 2, height / 2), -angle, 1.0), [0.0, 0.0, 1.0]])
+    return _translation(0.5, 0.5) @ opencv @ _translation(-0.5, -0.5)
+
+
 def paper_colour(image: np.ndarray) -> tuple[float, ...]:
     """A bright percentile per channel: the paper tone, used to fill uncovered corners."""
     if image.ndim == 2:
@@ -151,6 +180,14 @@ def deskew(image: np.ndarray, angle: float) -> np.ndarray:
 
 def crop_dark_borders(image: np.ndarray, dark_share: float = 0.5) -> np.ndarray:
     """Cut rows and columns at the edges that are mostly dark (scanner lid or background)."""
+    x0, y0, x1, y1 = dark_border_box(image, dark_share)
+    if (x0, y0, x1, y1) == (0, 0, image.shape[1], image.shape[0]):
+        return image
+    return image[y0:y1, x0:x1]
+
+
+def dark_border_box(image: np.ndarray, dark_share: float = 0.5) -> tuple[int, int, int, int]:
+    """The part (x0, y0, x1, y1) of the image crop_dark_borders keeps."""
     gray = to_gray(image)
     small = _shrink(gray, 1000)
     scale = gray.shape[0] / small.shape[0]
@@ -173,10 +210,12 @@ def crop_dark_borders(image: np.ndarray, dark_share: float = 0.5) -> np.ndarray:
     top, bottom = edge(rows)
     left, right = edge(cols)
     if (top, bottom, left, right) == (0, len(rows), 0, len(cols)):
-        return image
+        return 0, 0, image.shape[1], image.shape[0]
     y0, y1 = int(top * scale), int(bottom * scale)
     x0, x1 = int(left * scale), int(right * scale)
-    return image[y0:y1, x0:x1]
+    # as a slice takes them: never past the image, never negative in size
+    y1, x1 = min(y1, image.shape[0]), min(x1, image.shape[1])
+    return x0, y0, max(x1, x0), max(y1, y0)
 
 
 def ink_ratio(gray: np.ndarray, dpi: int) -> float:
@@ -212,27 +251,55 @@ def clean_page(
     blank_threshold: float = 0.0001,
     judges: tuple[UpDownJudge, ...] = (),
 ) -> CleanedPage:
-    """Turn a scanned page upright, deskew it, crop dark borders and test it for blankness."""
-    if crop_borders:
-        image = crop_dark_borders(image)
+    """Turn a scanned page upright, deskew it, crop dark borders and test it for blankness.
+
+    The result's `geometry` is the whole cleanup as one affine map from the source's pixels to
+    the cleaned page's, so packaging can draw the source itself (a kept JPEG) as the cleaned page.
+    """
+    source_h, source_w = image.shape[:2]
+    source_crop = dark_border_box(image) if crop_borders else (0, 0, source_w, source_h)
+    x0, y0, x1, y1 = source_crop
+    image = image[y0:y1, x0:x1] if source_crop != (0, 0, source_w, source_h) else image
+    transform = _translation(-x0, -y0)
     gray = to_gray(image)
     blank, ratio = is_blank(gray, dpi, blank_threshold)
+
+    def geometry(final: np.ndarray, fill: tuple[float, ...] = ()) -> PageGeometry:
+        m = transform
+        return PageGeometry(
+            (source_w, source_h),
+            source_crop,
+            (float(m[0, 0]), float(m[0, 1]), float(m[0, 2]), float(m[1, 0]), float(m[1, 1]), float(m[1, 2])),
+            (final.shape[1], final.shape[0]),
+            fill,
+        )
+
     if blank:
-        return CleanedPage(image, 0, 0.0, "blank", True, ratio)
+        return CleanedPage(image, 0, 0.0, "blank", True, ratio, geometry(image))
 
     turns, skew = (
         estimate_axis_and_skew(gray, max_skew) if detect_orientation else (0, estimate_skew(gray, max_skew))
     )
-    image = deskew(rotate_quarter_turns(image, turns), skew.angle)
+    transform = quarter_turn_matrix(turns, image.shape[1], image.shape[0]) @ transform
+    image = rotate_quarter_turns(image, turns)
+    fill: tuple[float, ...] = ()
+    if abs(skew.angle) >= 0.005:
+        fill = paper_colour(image)
+        transform = deskew_matrix(skew.angle, image.shape[1], image.shape[0]) @ transform
+    image = deskew(image, skew.angle)
     method = "profile"
     if detect_orientation:
         upside_down, method = _judge_up_down(to_gray(image), judges)
         if upside_down:
+            transform = quarter_turn_matrix(2, image.shape[1], image.shape[0]) @ transform
             image = rotate_quarter_turns(image, 2)
             turns += 2
     if crop_borders:
-        image = crop_dark_borders(image)
-    return CleanedPage(image, (turns % 4) * 90, skew.angle, method, False, ratio)
+        x0, y0, x1, y1 = dark_border_box(image)
+        if (x0, y0, x1, y1) != (0, 0, image.shape[1], image.shape[0]):
+            transform = _translation(-x0, -y0) @ transform
+            image = image[y0:y1, x0:x1]
+    return CleanedPage(image, (turns % 4) * 90, skew.angle, method, False, ratio, geometry(image, fill))
 
 
 def _judge_up_down(gray: np.ndarray, judges: tuple[UpDownJudge, ...]) -> tuple[bool, str]:

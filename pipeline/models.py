@@ -159,6 +159,53 @@ class Finding:
         return {k: (str(v) if isinstance(v, Severity) else v) for k, v in asdict(self).items()}
 
 
+@dataclass(frozen=True)
+class PageGeometry:
+    """How the cleanup turned the decoded source into the cleaned page, as one affine map.
+
+    Coordinates are continuous pixel coordinates, y down, (0, 0) the top-left corner of the
+    top-left pixel. `matrix` (m00, m01, m02, m10, m11, m12) maps a source point (x, y) to the
+    cleaned page's (m00 x + m01 y + m02, m10 x + m11 y + m12). `source_crop` (x0, y0, x1, y1) is
+    the part of the source the cleanup kept before it turned the page (the first border crop):
+    outside it, and wherever no source pixel lands, the cleaned page shows `fill` (the paper tone,
+    one value per channel; empty when nothing was left uncovered). `size` is the cleaned page's
+    (width, height). Packaging draws a kept source JPEG through this map.
+    """
+
+    source_size: tuple[int, int]
+    source_crop: tuple[int, int, int, int]
+    matrix: tuple[float, float, float, float, float, float]
+    size: tuple[int, int]
+    fill: tuple[float, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "source_size": list(self.source_size),
+            "source_crop": list(self.source_crop),
+            "matrix": [round(v, 9) for v in self.matrix],
+            "size": list(self.size),
+            "fill": [round(v, 2) for v in self.fill],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PageGeometry:
+        sw, sh = data["source_size"]
+        x0, y0, x1, y1 = data["source_crop"]
+        m = [float(v) for v in data["matrix"]]
+        w, h = data["size"]
+        return cls(
+            (int(sw), int(sh)),
+            (int(x0), int(y0), int(x1), int(y1)),
+            (m[0], m[1], m[2], m[3], m[4], m[5]),
+            (int(w), int(h)),
+            tuple(float(v) for v in data.get("fill", ())),
+        )
+
+
+# What record.json says of a page image kept exactly as its source file (PageResult.image_encoding).
+SOURCE_JPEG_KEPT = "source JPEG kept"
+
+
 @dataclass
 class PageResult:
     """What happened to one page: facts for the item record, the text layer and the index."""
@@ -174,8 +221,13 @@ class PageResult:
     orientation_method: str = ""
     blank: bool = False
     confidence: float | None = None
-    image_path: str | None = None  # cleaned image in the work folder
+    image_path: str | None = None  # cleaned image in the work folder (or a kept source JPEG's copy)
     image_format: str = ""  # "jpeg", "gray", "bilevel", "rgb"
+    # How the page image is stored: SOURCE_JPEG_KEPT (image_path holds the source JPEG's own bytes,
+    # drawn through `geometry`), "JPEG, quality N (...why the source could not be kept)" for a
+    # cleaned JPEG page written again, "lossless" for the rest; "" in results made before this.
+    image_encoding: str = ""
+    geometry: PageGeometry | None = None  # source pixels -> cleaned page, for a kept source JPEG
     width: int = 0
     height: int = 0
     ocr: OcrPage | None = None
@@ -208,6 +260,7 @@ class PageResult:
             "confidence": None if self.confidence is None else round(self.confidence, 4),
             "width": self.width,
             "height": self.height,
+            "image_encoding": self.image_encoding,
             "characters": len(self.text.replace("\n", "")),
             "error": self.error,
         }

@@ -25,7 +25,7 @@ import pikepdf
 from pikepdf import Array, Dictionary, Name, Pdf, Stream
 from PIL import Image, TiffImagePlugin
 
-from pipeline.models import CatalogueEntry, OcrLine, OcrPage
+from pipeline.models import CatalogueEntry, OcrLine, OcrPage, PageGeometry
 from pipeline.ocr.base import joins_without_space, rows
 
 PDFA_FLAVOUR = "2b"
@@ -49,10 +49,13 @@ _FONT_EM_WIDTH = 0.5  # advance of every glyph, in text space units per unit fon
 
 @dataclass(frozen=True)
 class PackagePage:
-    image_path: Path  # cleaned page image (PNG or JPEG) in the work folder
+    image_path: Path  # cleaned page image (PNG or JPEG) in the work folder, or a kept source JPEG
     image_format: str  # "jpeg", "gray", "bilevel", "rgb"
     dpi: int
     ocr: OcrPage | None
+    # A kept source JPEG: how the cleanup maps its pixels onto the cleaned page. The JPEG's own
+    # bytes become the image, drawn through this map; the page is the cleaned page's size.
+    geometry: PageGeometry | None = None
 
 
 @dataclass(frozen=True)
@@ -126,10 +129,133 @@ end
 """
 
 
+# Start-of-frame markers a PDF's DCTDecode reads (ISO 32000: baseline and progressive JPEG, Huffman
+# coded, 8 bits): SOF0 baseline, SOF1 extended sequential, SOF2 progressive. Lossless (SOF3),
+# hierarchical (SOF5-7) and arithmetic-coded (SOF9-15) JPEGs are not for DCTDecode.
+_DCT_FRAMES = {0xC0: "baseline", 0xC1: "extended sequential", 0xC2: "progressive"}
+_OTHER_FRAMES = {0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+@dataclass(frozen=True)
+class JpegFacts:
+    width: int
+    height: int
+    components: int  # 1 grey, 3 colour (YCbCr, or RGB when an Adobe marker says so)
+
+
+def source_jpeg_facts(path: Path) -> tuple[JpegFacts | None, str]:
+    """Whether a source JPEG's own bytes can be the page image of a PDF/A as they are: its facts,
+    or None and why not (a JPEG PDF readers would draw unlike the decoded page, or one that
+    DCTDecode or PDF/A cannot carry).
+
+    Read from its markers up to the first scan, and from Pillow's view of it: an EXIF orientation
+    other than 1 (a PDF reader ignores it, but some viewers built on a browser's decoder turn the
+    page), CMYK or YCCK (4 components; Adobe's inverted CMYK too), anything but 8 bits, a frame
+    type DCTDecode does not read, a multi-picture file (MPO) or a frame whose height comes later
+    (DNL)."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        return None, f"cannot be read again ({exc.strerror})"
+    if data[:2] != b"\xff\xd8":
+        return None, "does not start as a JPEG"
+    pos, facts = 2, None
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            return None, "has a damaged marker sequence"
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+            pos += 2
+            continue
+        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
+        body = data[pos + 4 : pos + 2 + length]
+        if marker in _OTHER_FRAMES:
+            return None, f"is a JPEG of a frame type DCTDecode does not read (SOF{marker - 0xC0})"
+        if marker in _DCT_FRAMES:
+            if len(body) < 6:
+                return None, "has a damaged frame header"
+            bits, height, width, components = (
+                body[0],
+                int.from_bytes(body[1:3], "big"),
+                int.from_bytes(body[3:5], "big"),
+                body[5],
+            )
+            if bits != 8:
+                return None, f"is a {bits}-bit JPEG"
+            if components == 4:
+                return None, "is a CMYK (or YCCK) JPEG"
+            if components not in (1, 3):
+                return None, f"is a JPEG of {components} colour components"
+            if height == 0 or width == 0:
+                return None, "gives its height after the first scan (DNL)"
+            facts = JpegFacts(width, height, components)
+        if marker == 0xDA:  # start of scan: the headers are over
+            break
+        pos += 2 + length
+    if facts is None:
+        return None, "has no frame header a PDF reader knows"
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            fmt, mode, size = img.format, img.mode, img.size
+            orientation = img.getexif().get(0x0112, 1)
+    except (OSError, ValueError, SyntaxError) as exc:
+        return None, f"cannot be opened again ({exc.__class__.__name__})"
+    if fmt != "JPEG":
+        return None, f"is a {fmt} file (more than one picture)" if fmt == "MPO" else f"is read as {fmt}"
+    if orientation not in (1, None):
+        return None, f"has an EXIF orientation ({orientation}) that viewers do not agree on"
+    if mode not in ("L", "RGB") or size != (facts.width, facts.height):
+        return None, f"decodes as {mode} {size[0]}x{size[1]}, not as its frame header says"
+    return facts, ""
+
+
+def page_size(page: PackagePage) -> tuple[int, int]:
+    """The page's size in cleaned-page pixels."""
+    if page.geometry is not None:
+        return page.geometry.size
+    with Image.open(page.image_path) as img:
+        return img.size
+
+
+def placement_operators(geometry: PageGeometry, image_size: tuple[int, int], scale: float) -> str:
+    """Content-stream operators drawing a source image (image_size pixels) as the cleaned page at
+    `scale` points a pixel: the uncovered parts in the paper tone, the image clipped to the part
+    the cleanup kept, through the cleanup's map (cleaned pixels are y-down, PDF points y-up)."""
+    width, height = geometry.size
+    m00, m01, m02, m10, m11, m12 = geometry.matrix
+    ops = ["q"]
+    if geometry.fill:
+        tone = " ".join(f"{min(max(v / 255.0, 0.0), 1.0):.4f}" for v in geometry.fill[:3])
+        ops.append(f"{tone} {'g' if len(geometry.fill) == 1 else 'rg'}")
+        ops.append(f"0 0 {width * scale:.4f} {height * scale:.4f} re f")
+    # source pixel (x, y) -> page point (scale * x', scale * (H - y'))
+    a, c, e = scale * m00, scale * m01, scale * m02
+    b, d, f = -scale * m10, -scale * m11, scale * (height - m12)
+    ops.append(f"{a:.6f} {b:.6f} {c:.6f} {d:.6f} {e:.6f} {f:.6f} cm")
+    x0, y0, x1, y1 = geometry.source_crop
+    if (x0, y0, x1, y1) != (0, 0, *geometry.source_size):
+        ops.append(f"{x0} {y0} {x1 - x0} {y1 - y0} re W n")
+    src_w, src_h = image_size
+    ops.append(f"{src_w} 0 0 {-src_h} 0 {src_h} cm /Im0 Do Q")
+    return "\n".join(ops) + "\n"
+
+
 def _image_xobject(pdf: Pdf, page: PackagePage) -> tuple[Stream, int, int]:
     """The page image as an image XObject: a JPEG's bytes as they are; a bilevel page (or a grey
     one holding only black and white) as CCITT Group 4; grey as Flate with PNG predictors; colour
     as Flate. Every lossless encoding gives back exactly the cleaned page's pixels."""
+    if page.geometry is not None:
+        facts, why = source_jpeg_facts(page.image_path)
+        if facts is None:
+            raise ValueError(f"{page.image_path.name} {why}; it cannot be drawn as the page")
+        width, height = facts.width, facts.height
+        stream = Stream(pdf, page.image_path.read_bytes())
+        stream.Filter = Name.DCTDecode
+        colour, bits = (Name.DeviceGray if facts.components == 1 else Name.DeviceRGB), 8
+        return _image_dictionary(stream, width, height, colour, bits), width, height
     with Image.open(page.image_path) as img:
         img.load()
         width, height = img.size
@@ -154,12 +280,16 @@ def _image_xobject(pdf: Pdf, page: PackagePage) -> tuple[Stream, int, int]:
             stream = Stream(pdf, zlib.compress(img.convert("RGB").tobytes(), 6))
             stream.Filter = Name.FlateDecode
             colour, bits = Name.DeviceRGB, 8
+    return _image_dictionary(stream, width, height, colour, bits), width, height
+
+
+def _image_dictionary(stream: Stream, width: int, height: int, colour: Name, bits: int) -> Stream:
     stream.Type = Name.XObject
     stream.Subtype = Name.Image
     stream.Width, stream.Height = width, height
     stream.ColorSpace = colour
     stream.BitsPerComponent = bits
-    return stream, width, height
+    return stream
 
 
 def only_black_and_white(img: Image.Image) -> bool:
@@ -254,8 +384,13 @@ def build_pdf(pages: list[PackagePage]) -> Pdf:
     for page in pages:
         image, width, height = _image_xobject(pdf, page)
         scale = 72.0 / page.dpi
-        w_pt, h_pt = width * scale, height * scale
-        content = f"q {w_pt:.3f} 0 0 {h_pt:.3f} 0 0 cm /Im0 Do Q\n" + text_layer(page.ocr, scale, h_pt)
+        if page.geometry is not None:  # the source JPEG drawn as the cleaned page
+            w_pt, h_pt = page.geometry.size[0] * scale, page.geometry.size[1] * scale
+            drawing = placement_operators(page.geometry, (width, height), scale)
+        else:
+            w_pt, h_pt = width * scale, height * scale
+            drawing = f"q {w_pt:.3f} 0 0 {h_pt:.3f} 0 0 cm /Im0 Do Q\n"
+        content = drawing + text_layer(page.ocr, scale, h_pt)
         pdf_page = pikepdf.Page(
             Dictionary(
                 Type=Name.Page,

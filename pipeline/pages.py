@@ -505,6 +505,11 @@ def _read_pdf_page(source: PageSource, max_pixels: int, default_dpi: int) -> Loa
     return LoadedPage(pixels, native, "pdf", False)
 
 
+def render_pdf_page(path: Path, page: int, dpi: int, max_pixels: int = DEFAULT_MAX_PAGE_PIXELS) -> np.ndarray:
+    """Page `page` (from 0) of a PDF as pdftoppm draws it at `dpi`: an RGB array."""
+    return _render_pdf_page(path, page, dpi, max_pixels, f"page {page + 1} at {dpi} dpi would be")
+
+
 def _read_token(stream: IO[bytes]) -> bytes:
     token = b""
     while len(token) < 20:

@@ -29,11 +29,13 @@ from pipeline.archive import RECORD_NAME, ArchiveLayout, pdf_name
 from pipeline.errors import PageReadError, PageTooLarge
 from pipeline.index.base import IndexItem, IndexPage
 from pipeline.models import (
+    SOURCE_JPEG_KEPT,
     CatalogueEntry,
     Finding,
     ItemResult,
     OcrLine,
     OcrPage,
+    PageGeometry,
     PageResult,
     PlannedPage,
     Severity,
@@ -147,6 +149,7 @@ def _page_to_json(page: PageResult) -> dict[str, Any]:
     data.update(
         image_path=page.image_path,
         image_format=page.image_format,
+        geometry=page.geometry.to_json() if page.geometry else None,
         error=page.error,
         error_code=page.error_code,
         engine=page.ocr.engine if page.ocr else None,
@@ -177,6 +180,8 @@ def _page_from_json(data: dict[str, Any]) -> PageResult:
         confidence=data["confidence"],
         image_path=data["image_path"],
         image_format=data["image_format"],
+        image_encoding=data.get("image_encoding", ""),
+        geometry=PageGeometry.from_json(data["geometry"]) if data.get("geometry") else None,
         width=data["width"],
         height=data["height"],
         ocr=ocr,
@@ -212,6 +217,8 @@ def _cached_page(path: Path) -> PageResult | None:
         result = _page_from_json(json.loads(path.read_text(encoding="utf-8")))
     except (OSError, ValueError, KeyError, TypeError):
         return None
+    if result.image_format == "jpeg" and not result.image_encoding:
+        return None  # made when every JPEG page was written again: made again, keeping the source
     if result.error or (result.image_path and Path(result.image_path).exists()):
         return result
     return None
@@ -274,6 +281,14 @@ def read_step(
     result.dpi = loaded.dpi or imaging_settings.default_dpi
     result.dpi_assumed = loaded.dpi is None
     result.image_format = _image_format(loaded)
+    result.image_encoding = "lossless"
+    if result.image_format == "jpeg":
+        facts, why = package.source_jpeg_facts(page.decode_source.path)
+        result.image_encoding = (
+            SOURCE_JPEG_KEPT
+            if facts is not None
+            else f"JPEG, quality {settings.package.jpeg_quality} (the source could not be kept: it {why})"
+        )
     return result, loaded
 
 
@@ -305,13 +320,45 @@ def recognise_step(
         result.ocr = engine.recognise(cleaned.image)
         result.confidence = result.ocr.mean_confidence
     key = page_key(result.source_sha256, result.frame, settings_fingerprint(settings))
-    result.image_path = str(
-        package.encode_page_image(
+    kept = _keep_source_jpeg(cleaned, result, cache_dir / f"{key}_clean.jpg", settings)
+    if kept is None:
+        kept = package.encode_page_image(
             cleaned.image, result.image_format, cache_dir / f"{key}_clean", settings.package.jpeg_quality
         )
-    )
+    result.image_path = str(kept)
     _write_json_atomic(cache_dir / f"{key}_page.json", _page_to_json(result))
     return result
+
+
+def _keep_source_jpeg(
+    cleaned: imaging.CleanedPage, result: PageResult, target: Path, settings: Settings
+) -> Path | None:
+    """A JPEG page's image as the source's own bytes (copied from the snapshot, checked against
+    the page's SHA-256), drawn through the cleanup's map when packaged; None to write the cleaned
+    page instead (not a JPEG that can be kept, or the copy failed: the reason goes in the record)."""
+    if result.image_encoding != SOURCE_JPEG_KEPT:
+        return None
+    snapshot = result.snapshot
+    why = ""
+    if cleaned.geometry is None or snapshot is None:
+        why = "its cleanup or its copy is not known"
+    else:
+        try:
+            data = snapshot.path.read_bytes()
+            if hashlib.sha256(data).hexdigest() != result.source_sha256:
+                why = "its private copy no longer has the page's SHA-256"
+            else:
+                tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+                tmp.write_bytes(data)
+                os.replace(tmp, target)
+                result.geometry = cleaned.geometry
+                return target
+        except OSError as exc:
+            why = f"its private copy cannot be read ({exc.strerror})"
+    quality = settings.package.jpeg_quality
+    result.image_encoding = f"JPEG, quality {quality} (the source could not be kept: {why})"
+    result.geometry = None
+    return None
 
 
 def _image_format(loaded: LoadedPage) -> str:
@@ -499,7 +546,11 @@ def package_verified(item: ItemResult, input_key: str, batch_id: str, settings: 
         pdf = package.build_pdf(
             [
                 package.PackagePage(
-                    Path(p.image_path), p.image_format, p.dpi or settings.imaging.default_dpi, p.ocr
+                    Path(p.image_path),
+                    p.image_format,
+                    p.dpi or settings.imaging.default_dpi,
+                    p.ocr,
+                    p.geometry,
                 )
                 for p in printable
                 if p.image_path

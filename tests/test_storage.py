@@ -8,6 +8,9 @@ back three ways: pikepdf's PdfImage, poppler's pdfimages (the stream as stored) 
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
 import subprocess
 import zlib
 from pathlib import Path
@@ -195,3 +198,179 @@ def test_the_viewer_shows_a_group4_page_as_scanned(tmp_path: Path, samples_modul
     with Image.open(full) as shown, Image.open(thumb) as small:
         assert np.array_equal(np.asarray(shown.convert("L")), np.asarray(page.convert("L")))
         assert small.width == 320 and np.asarray(small.convert("L")).mean() > 128  # not inverted
+
+
+# ---------------------------------------------------------------- JPEG sources kept as they are
+
+
+def _page_step(tmp_path: Path, source: Path) -> tuple[Any, Any, np.ndarray]:
+    """One source file through the pipeline's page step (read, clean, OCR with the default engine),
+    keeping the cleaned pixels the OCR read; then packaged as an item is. Returns the page result,
+    the item and the cleaned page."""
+    from pipeline import process
+    from tests.conftest import make_settings
+
+    settings = make_settings(tmp_path / "home")
+    cache = settings.work_dir / "pages"
+    cache.mkdir(parents=True, exist_ok=True)
+    (planned,), problems = process.plan_files([source], settings)
+    assert not problems
+    pool = process.engine_pool(settings)
+    result, loaded = process.read_step(planned, 1, settings, cache)
+    assert loaded is not None, result.error
+    with pool.engine() as engine:
+        cleaned = process.clean_step(loaded, result, settings, pool.judges(engine))
+        result = process.recognise_step(cleaned, result, engine, settings, cache)
+    item = process.package_item(source.parent.name, None, [result], [], "key", "batch", settings)
+    return result, item, cleaned.image
+
+
+def _turned_jpeg(tmp_path: Path, samples_module: Any, mode: str = "RGB", **save: Any) -> Path:
+    """A page scanned sideways (90 degrees) and skewed by 2.5 degrees, with a dark scanner edge on
+    two sides, saved as a JPEG the way a scanner does."""
+    title, paragraphs = samples_module.TEXTS["claim"]
+    page = samples_module.render_page(
+        title,
+        paragraphs,
+        [("保险合同号", "P2014-000789")],
+        dpi=DPI,
+        noise=3.0,
+        seed=4,
+        size_mm=(148, 210),
+        skew=2.5,
+        rotate=90,
+    )
+    pixels = np.asarray(page).copy()
+    pixels[:, :30], pixels[:24, :] = 22, 26
+    grey = pixels.astype(np.int16)
+    img = Image.fromarray(pixels)
+    if mode != "L":
+        img = Image.fromarray(np.clip(np.stack([grey + 3, grey - 1, grey - 12], -1), 0, 255).astype(np.uint8))
+    source = tmp_path / "BX01-2014-LP-0001" / "0001.jpg"
+    source.parent.mkdir(parents=True)
+    img.convert(mode).save(source, dpi=(DPI, DPI), **({"quality": 85} | save))
+    return source
+
+
+def _mean_difference(a: np.ndarray, b: np.ndarray) -> float:
+    assert a.shape == b.shape, (a.shape, b.shape)
+    return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())
+
+
+def test_a_turned_skewed_jpeg_keeps_its_bytes_and_is_drawn_as_the_cleaned_page(
+    tmp_path: Path, samples_module: Any
+) -> None:
+    """The PDF holds the source JPEG's exact bytes; the page draws it through the cleanup's turn,
+    deskew and crops, so it looks like the cleaned page the OCR read, and the text layer (placed
+    in the cleaned page's coordinates) lies over the same words."""
+    from pipeline.models import SOURCE_JPEG_KEPT
+    from pipeline.pageimages import page_png
+
+    source = _turned_jpeg(tmp_path, samples_module)
+    result, item, cleaned = _page_step(tmp_path, source)
+    assert item.pdfa_valid and item.pdf_path
+    assert result.rotation in (90, 270) and 2.3 <= abs(result.skew_deg) <= 2.7
+    assert result.image_encoding == SOURCE_JPEG_KEPT and result.geometry is not None
+    assert (result.width, result.height) == result.geometry.size == (cleaned.shape[1], cleaned.shape[0])
+    pdf_path = Path(item.pdf_path)
+
+    # the stream stored is the source file, byte for byte
+    params, raw, _ = _stored_image(pdf_path)
+    assert params.Filter == pikepdf.Name.DCTDecode
+    assert hashlib.sha256(raw).hexdigest() == hashlib.sha256(source.read_bytes()).hexdigest()
+    record = json.loads((pdf_path.parent / "record.json").read_text(encoding="utf-8"))
+    assert record["pages"][0]["image_encoding"] == "source JPEG kept"
+    assert record["pages"][0]["source_sha256"] == hashlib.sha256(raw).hexdigest()
+
+    # drawn upright: close to the cleaned page (resampled, so not exact), far from it turned over
+    drawn = _drawn(pdf_path, "kept")
+    upright = np.asarray(Image.fromarray(cleaned).convert("L"))
+    assert _mean_difference(drawn, upright) < 6.0
+    assert _mean_difference(drawn, upright[::-1, ::-1]) > 2 * _mean_difference(drawn, upright)
+    # the viewer's page image is the cleaned page too, at its size
+    record["pdf_sha256"] = item.pdf_sha256
+    shown = page_png(tmp_path / "work", record, pdf_path, 1, "full")
+    with Image.open(shown) as img:
+        assert _mean_difference(np.asarray(img.convert("L")), upright) < 6.0
+
+    # the text layer: the title found where the OCR read it on the cleaned page
+    text = subprocess.run(
+        ["pdftotext", str(pdf_path), "-"], capture_output=True, text=True, check=True
+    ).stdout
+    assert result.ocr is not None and result.ocr.lines
+    title = max(result.ocr.lines, key=lambda line: line.box[3] - line.box[1])
+    assert title.text in text.replace(" ", "")
+    bbox = subprocess.run(
+        ["pdftotext", "-bbox", str(pdf_path), "-"], capture_output=True, text=True, check=True
+    ).stdout
+    words = re.findall(r'xMin="([\d.]+)" yMin="([\d.]+)" xMax="([\d.]+)" yMax="([\d.]+)">([^<]*)<', bbox)
+    x0, y0, x1, y1, _ = next(w for w in words if w[4] and w[4] in title.text)
+    scale = 72 / DPI
+    assert abs(float(x0) - title.box[0] * scale) < 3 and abs(float(x1) - title.box[2] * scale) < 3
+    assert float(y0) < (title.box[1] + title.box[3]) / 2 * scale < float(y1)
+
+
+def test_a_cmyk_jpeg_is_written_again_and_says_why(tmp_path: Path, samples_module: Any) -> None:
+    """A CMYK JPEG is not drawn from its own bytes (PDF readers and Pillow disagree on Adobe's
+    inverted CMYK): the cleaned page is stored as JPEG, the record says why, the package validates."""
+    source = _turned_jpeg(tmp_path, samples_module, mode="CMYK")
+    result, item, cleaned = _page_step(tmp_path, source)
+    assert item.pdfa_valid
+    assert result.geometry is None
+    assert result.image_encoding.startswith("JPEG, quality 90 (the source could not be kept: it is a CMYK")
+    params, raw, _ = _stored_image(Path(item.pdf_path or ""))
+    assert params.Filter == pikepdf.Name.DCTDecode and params.ColorSpace == pikepdf.Name.DeviceRGB
+    assert raw != source.read_bytes()
+    drawn = _drawn(Path(item.pdf_path or ""), "fallback")
+    assert _mean_difference(drawn, np.asarray(Image.fromarray(cleaned).convert("L"))) < 6.0
+
+
+def _patched(data: bytes, marker: int, offset: int, value: int) -> bytes:
+    """A JPEG with one byte of its first `marker` segment's body changed."""
+    at = data.index(bytes([0xFF, marker])) + 4 + offset
+    return data[:at] + bytes([value]) + data[at + 1 :]
+
+
+def test_which_jpegs_are_kept_as_they_are(tmp_path: Path) -> None:
+    """Baseline and progressive grey or colour JPEGs, 1 x 1 too, are kept; a CMYK one, one with an
+    EXIF turn, 12 bits, arithmetic coding or more than one picture (MPO) are not, each with why."""
+    rng = np.random.default_rng(5)
+    grey = Image.fromarray(rng.integers(0, 255, (64, 48), dtype=np.uint8))
+    colour = grey.convert("RGB")
+    cases: dict[str, tuple[Image.Image, dict[str, Any]]] = {
+        "grey": (grey, {}),
+        "colour": (colour, {}),
+        "progressive": (colour, {"progressive": True}),
+        "one-pixel": (Image.new("L", (1, 1), 200), {}),
+        "cmyk": (colour.convert("CMYK"), {}),
+    }
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    cases["exif-turned"] = (colour, {"exif": exif.tobytes()})
+    exif_upright = Image.Exif()
+    exif_upright[0x0112] = 1
+    cases["exif-upright"] = (colour, {"exif": exif_upright.tobytes()})
+    paths = {}
+    for name, (img, options) in cases.items():
+        paths[name] = tmp_path / f"{name}.jpg"
+        img.save(paths[name], "JPEG", quality=90, **options)
+    baseline = paths["grey"].read_bytes()
+    paths["12-bit"] = tmp_path / "12-bit.jpg"
+    paths["12-bit"].write_bytes(_patched(baseline, 0xC0, 0, 12))
+    paths["arithmetic"] = tmp_path / "arithmetic.jpg"
+    paths["arithmetic"].write_bytes(baseline.replace(b"\xff\xc0", b"\xff\xc9", 1))
+    paths["mpo"] = tmp_path / "mpo.jpg"
+    colour.save(paths["mpo"], "MPO", save_all=True, append_images=[grey.convert("RGB")])
+
+    why = {name: package.source_jpeg_facts(path)[1] for name, path in paths.items()}
+    assert {name for name, reason in why.items() if not reason} == {
+        "grey",
+        "colour",
+        "progressive",
+        "one-pixel",
+        "exif-upright",
+    }
+    assert "CMYK" in why["cmyk"] and "EXIF orientation (6)" in why["exif-turned"]
+    assert "12-bit" in why["12-bit"] and "SOF9" in why["arithmetic"] and "MPO" in why["mpo"]
+    facts, _ = package.source_jpeg_facts(paths["progressive"])
+    assert facts == package.JpegFacts(48, 64, 3)
