@@ -65,7 +65,7 @@ def test_pdfa_validates_and_text_round_trips(tmp_path: Path, ocr_page, fmt: str)
         assert meta["dc:title"] == "人身保险投保单"
         assert "policyholder=王建国" in meta["dc:description"]
         assert meta["pdfaid:part"] == "2"
-        image = next(iter(done.pages[0].images.values()))
+        image = next(iter(done.pages[0].get_images().values()))
         expected = {"jpeg": "/DCTDecode", "gray": "/FlateDecode", "bilevel": "/CCITTFaxDecode"}[fmt]
         assert str(image.Filter) == expected
         assert int(image.BitsPerComponent) == (1 if fmt == "bilevel" else 8)
