@@ -24,10 +24,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from pipeline.errors import Forbidden
 from pipeline.security import HIGHEST, Access, fonds_of, level_name, rank
-from pipeline.store import Store
+
+if TYPE_CHECKING:  # the ORM store: a search decides access without importing it
+    from pipeline.store import Store
 
 ROLES = ("searcher", "qa", "appraiser", "archivist", "admin")
 

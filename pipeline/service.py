@@ -26,17 +26,17 @@ from pipeline.access import (
     item_facts,
     permits,
     reaches_fonds,
-    search_access,
 )
 from pipeline.archive import ArchiveLayout
 from pipeline.errors import CaptureError, Forbidden, NotFound, QaError, UnsafeNameError
-from pipeline.index import SearchQuery, open_backend
+from pipeline.index import open_backend
 from pipeline.index.analysis import join_lines
 from pipeline.index.base import SearchBackend, SearchResult
 from pipeline.intake import validate_archive_code
 from pipeline.models import CatalogueEntry
 from pipeline.pageimages import Size, packaged_pages
 from pipeline.retention import item_retention
+from pipeline.searching import audited_search
 from pipeline.security import HIGHEST
 from pipeline.settings import Settings
 from pipeline.store import BatchRow, DecisionRow, QaCaseRow, Store, open_store
@@ -144,37 +144,19 @@ class ArchiveService:
         include_held: bool = False,
         via: str = "api",
     ) -> SearchResult:
-        try:
-            granted = self.store.live_grant_codes(who.user_id)
-            access = search_access(who, include_held=include_held, granted=granted)
-            query = SearchQuery(
-                text, filters, access, limit=limit, offset=offset, cursor=cursor, facets=facets
-            )
-            result = self.index.search(query)
-        except CaptureError as exc:
-            self.store.audit(
-                who.username,
-                "search.refused",
-                text[:500],
-                {"filters": filters, "why": str(exc)[:500], "via": via, "include_held": include_held},
-            )
-            raise
-        self.store.audit(
-            who.username,
-            "search",
+        return audited_search(
+            self.store,
+            self.index,
+            who,
             text,
-            {
-                "filters": filters,
-                "hits": result.total,
-                "hits_exact": result.total_exact,
-                "offset": offset,
-                "cursor": bool(cursor),
-                "include_held": include_held,
-                "backend": self.index.name,
-                "via": via,
-            },
+            filters,
+            limit=limit,
+            offset=offset,
+            cursor=cursor,
+            facets=facets,
+            include_held=include_held,
+            via=via,
         )
-        return result
 
     # -- the access check -----------------------------------------------------------------
 

@@ -25,6 +25,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from pipeline.access import ROLES, Principal, operator
+from pipeline.accounts import find_account, name_key, principal_of, valid_name
 from pipeline.errors import AccessDenied, AccountLocked, ConfigError
 from pipeline.security import parse_clearance
 from pipeline.store import Store, UserRow, now
@@ -48,6 +49,7 @@ __all__ = [
     "start_session",
     "user_for_token",
     "find_account",
+    "name_key",
     "valid_name",
 ]
 
@@ -60,41 +62,6 @@ _hasher = PasswordHasher()
 class Lockout:
     max_failures: int = 5  # 0: no lock-out
     minutes: int = 15
-
-
-def principal_of(row: UserRow) -> Principal:
-    return Principal(row.username, row.role, row.clearance, tuple(row.fonds or ()), row.display_name, row.id)
-
-
-def valid_name(username: str) -> str:
-    """A user name as people will read it: no spaces, no control or invisible characters (a
-    zero-width space would make 'qa1\u200b' look like 'qa1' in every record)."""
-    name = username.strip()
-    if (
-        not name
-        or len(name) > 100
-        or any(
-            c.isspace() or unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp") for c in name
-        )
-    ):
-        raise ConfigError(
-            f"user name {username[:100]!r} must be 1-100 characters without spaces or invisible characters"
-        )
-    return name
-
-
-def name_key(username: str) -> str:
-    """Names that look alike compare alike (width, case: 'ＱＡ1' and 'qa1')."""
-    return unicodedata.normalize("NFKC", username).casefold()
-
-
-def find_account(store: Store, username: str) -> UserRow | None:
-    """The account a name means: the exact name, else one that looks the same."""
-    row = store.user(username)
-    if row is not None:
-        return row
-    key = name_key(username)
-    return next((r for r in store.users() if name_key(r.username) == key), None)
 
 
 def save_user(

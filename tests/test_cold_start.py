@@ -2,7 +2,10 @@
 
 No timing is asserted (benchmarks/cold.py measures it): these tests catch the regressions that
 made a cold search slow, a heavy module pulled into the search path or the schema upgrade run
-on every open, by what the process imported.
+on every open, by what the process imported. A search reads the state database without the
+ORM (pipeline.statedb.LeanStore): the tests below hold it to the ORM store on SQLite and on
+PostgreSQL: the same hits, a chain `capture audit-log verify` accepts, disabled and unknown
+accounts refused (and audited), a tampered log still reported, the same live grants.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from sqlalchemy import text
 
 from pipeline.store import MIGRATIONS, Store
@@ -42,6 +46,13 @@ NOT_FOR_SEARCH = (
     "pipeline.imaging",
     "pipeline.package",
     "pipeline.web",
+    # the ORM state store and what only it needs: a search reads the state through
+    # pipeline.statedb (sqlite3), appends through pipeline.auditchain
+    "sqlalchemy",
+    "argon2",
+    "pipeline.store",
+    "pipeline.service",
+    "pipeline.users",
 )
 
 
@@ -86,6 +97,7 @@ def test_a_cold_search_imports_no_batch_ocr_web_or_migration_stack(tmp_path: Pat
     with Store(home / "state.sqlite").session() as session:  # and the search was still audited
         actions = session.execute(text("SELECT action FROM audit_log")).scalars().all()
     assert "search" in actions
+    assert _capture(home, "audit-log", "verify").returncode == 0  # the lean append keeps the chain
 
 
 def test_every_command_is_loaded_from_the_module_that_registers_it() -> None:
@@ -132,6 +144,8 @@ def test_a_database_one_migration_behind_is_still_upgraded(database_url: str) ->
     from alembic import command
     from alembic.config import Config
 
+    from pipeline.statedb import LeanStore
+
     store = Store(database_url)
     assert at_head(store.engine)
     config = Config()
@@ -140,9 +154,205 @@ def test_a_database_one_migration_behind_is_still_upgraded(database_url: str) ->
         config.attributes["connection"] = connection
         command.downgrade(config, "-1")
     assert not at_head(store.engine)
+    assert LeanStore.open(database_url) is None  # a search then opens the full store, which upgrades
     store.close()
     again = Store(database_url)
     with again.engine.connect() as connection:
         version = connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
     assert version == head_revision() and at_head(again.engine)
     again.close()
+
+
+# ------------------------------------------------------------------ the lean state path
+
+
+def _capture(home: Path, *args: str, state_url: str = "") -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CAPTURE_HOME": str(home), "CAPTURE_USER": "tester"}
+    env.pop("CAPTURE_STATE__URL", None)
+    if state_url:
+        env["CAPTURE_STATE__URL"] = state_url
+    return subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "pipeline.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+
+
+def _home_on(tmp_path: Path, database_url: str) -> tuple[Path, str, Store]:
+    """A home with a three-item index whose state store is `database_url`; the ORM store on it
+    (keyed and anchored in the home, as `capture` opens it)."""
+    from pipeline.index.base import IndexItem, IndexPage
+    from pipeline.index.sqlite import SqliteIndex
+
+    home = tmp_path / "home"
+    home.mkdir()
+    index = SqliteIndex(home / "index.sqlite")
+    for code, fonds_text in (
+        ("BX01-2014-LP-D6-0001", "理赔申请书"),
+        ("SB02-2015-CB-D30-0002", "理赔申请 参保"),
+    ):
+        index.index_item(
+            IndexItem(code, fonds_text, {"year": "2014"}, (IndexPage(1, f"{fonds_text} 事故经过"),))
+        )
+    index.close()
+    url = database_url if "://" in database_url else str(home / "state.sqlite")
+    return home, ("" if url == str(home / "state.sqlite") else url), Store(url, home=home)
+
+
+def test_the_lean_search_answers_and_audits_as_the_service_does(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipeline.access import operator
+    from pipeline.index.sqlite import SqliteIndex
+    from pipeline.searching import audited_search
+    from pipeline.service import ArchiveService
+    from pipeline.settings import load_settings
+    from pipeline.users import find_account, principal_of, save_user
+
+    home, state_url, store = _home_on(tmp_path, database_url)
+    save_user(store, "bx_clerk", role="searcher", clearance="绝密", fonds=["BX01"])
+    lean = _capture(home, "search", "理赔申请", "--json", "--as-user", "bx_clerk", state_url=state_url)
+    assert lean.returncode == 0, lean.stderr[-2000:]
+    imported = _imported(lean.stderr)
+    assert (
+        "pipeline.statedb" in imported
+        and "sqlalchemy.orm" not in imported
+        and "pipeline.store" not in imported
+    )
+    if not state_url:
+        assert "sqlalchemy" not in imported
+    # the ORM route (web, API) for the same account: the same hits, the same audit details
+    row = find_account(store, "bx_clerk")
+    assert row is not None
+    index = SqliteIndex(home / "index.sqlite")
+    try:
+        orm = audited_search(store, index, principal_of(row), "理赔申请", {}, facets=False, via="cli")
+    finally:
+        index.close()
+    assert json.loads(lean.stdout)["hits"] == orm.to_dict()["hits"]
+    assert [h["archive_code"] for h in json.loads(lean.stdout)["hits"]] == ["BX01-2014-LP-D6-0001"]
+    searches = [r for r in store.audit_log("search")]
+    assert len(searches) == 2 and searches[0].user == searches[1].user == "bx_clerk"
+    assert searches[0].details == searches[1].details and searches[0].key_id == searches[1].key_id != ""
+    # the operator (no --as-user) reaches both fonds; the service's own search agrees
+    everyone = _capture(home, "search", "理赔申请", "--json", state_url=state_url)
+    assert everyone.returncode == 0, everyone.stderr[-2000:]
+    monkeypatch.setenv("CAPTURE_HOME", str(home))
+    monkeypatch.delenv("CAPTURE_STATE__URL", raising=False)
+    service = ArchiveService(load_settings(), store)
+    try:
+        result = service.search(operator("tester"), "理赔申请", {}, facets=False, via="cli")
+    finally:
+        service.index.close()
+    assert json.loads(everyone.stdout)["hits"] == result.to_dict()["hits"] and len(result.hits) == 2
+    verify = _capture(home, "audit-log", "verify", state_url=state_url)
+    assert verify.returncode == 0 and "intact" in verify.stdout, verify.stdout + verify.stderr[-1000:]
+    check = store.verify_audit_chain()
+    assert check.intact and check.rows == 5, check.problems  # 4 searches and the verify
+    store.close()
+
+
+def test_the_lean_search_refuses_disabled_and_unknown_accounts(tmp_path: Path, database_url: str) -> None:
+    from pipeline.users import save_user, set_disabled
+
+    home, state_url, store = _home_on(tmp_path, database_url)
+    save_user(store, "clerk", role="searcher", clearance="绝密")
+    set_disabled(store, "clerk", True)
+    for name in ("clerk", "ＣＬＥＲＫ"):  # the exact name, and one that looks the same
+        refused = _capture(home, "search", "理赔申请", "--as-user", name, state_url=state_url)
+        assert refused.returncode == 7 and "disabled" in refused.stderr and refused.stdout == "", (
+            refused.stderr
+        )
+    nobody = _capture(home, "search", "理赔申请", "--as-user", "nobody", state_url=state_url)
+    assert nobody.returncode == 7 and "no active user 'nobody'" in nobody.stderr
+    rows = store.audit_log()
+    assert [(r.user, r.action, r.target, (r.details or {}).get("why")) for r in rows] == [
+        ("tester", "cli.refused", "clerk", "account disabled"),
+        ("tester", "cli.refused", "ＣＬＥＲＫ", "account disabled"),
+        ("tester", "cli.refused", "nobody", "no such account"),
+    ]
+    assert store.verify_audit_chain().intact
+    # enabled again, the account searches within its own reach
+    set_disabled(store, "clerk", False)
+    allowed = _capture(home, "search", "理赔申请", "--json", "--as-user", "clerk", state_url=state_url)
+    assert allowed.returncode == 0 and len(json.loads(allowed.stdout)["hits"]) == 2
+    assert store.verify_audit_chain().intact
+    store.close()
+
+
+def test_a_tampered_log_is_still_reported_after_lean_searches(tmp_path: Path, database_url: str) -> None:
+    from sqlalchemy import update
+
+    from pipeline.store import AuditRow
+
+    home, state_url, store = _home_on(tmp_path, database_url)
+    for _ in range(3):
+        assert _capture(home, "search", "理赔申请", state_url=state_url).returncode == 0
+    with store.session() as session:
+        session.execute(update(AuditRow).where(AuditRow.id == 2).values(target="something else"))
+    assert _capture(home, "search", "参保", state_url=state_url).returncode == 0  # appends on
+    check = store.verify_audit_chain()
+    assert check.rows == 4 and check.problems == ["row 2: its content does not match its hash (changed)"]
+    verify = _capture(home, "audit-log", "verify", state_url=state_url)
+    assert verify.returncode != 0 and "row 2" in verify.stdout + verify.stderr
+    store.close()
+
+
+def test_the_lean_store_reads_the_same_grants_accounts_and_times(tmp_path: Path, database_url: str) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import DateTime, select
+    from sqlalchemy.dialects import sqlite
+
+    from pipeline.auditchain import db_time
+    from pipeline.statedb import LeanStore
+    from pipeline.store.schema import AccessRequestRow, now
+    from pipeline.users import save_user
+
+    at = datetime(2026, 11, 24, 13, 7, 12, 469897, tzinfo=UTC)
+    dialect = sqlite.dialect()
+    bind = DateTime(timezone=True).dialect_impl(dialect).bind_processor(dialect)
+    assert bind is not None and db_time("sqlite", at) == bind(at)  # the text SQLAlchemy stores
+
+    home, state_url, store = _home_on(tmp_path, database_url)
+    save_user(store, "reader", role="searcher", clearance="公开", fonds=["BX01", "SB02"], display_name="读者")
+    reader = store.user("reader")
+    assert reader is not None
+    for code, until in (
+        ("BX01-2014-LP-D6-0001", now() + timedelta(hours=1)),
+        ("SB02-2015-CB-D30-0002", now()),
+    ):
+        request = store.add_access_request(reader.id, "reader", code, "research", 1)
+        store.decide_access_request(request.id, approve=True, by="archivist", reason="ok", until=until)
+    lean = LeanStore.open(state_url or home / "state.sqlite", home=home)
+    assert lean is not None
+    try:
+        with store.session() as session:  # the statement the ORM store ran before it shared grant_codes
+            reference = session.scalars(
+                select(AccessRequestRow.archive_code).where(
+                    AccessRequestRow.user_id == reader.id,
+                    AccessRequestRow.status == "approved",
+                    AccessRequestRow.granted_until > now(),
+                )
+            ).all()
+        assert lean.live_grant_codes(reader.id) == tuple(reference) == ("BX01-2014-LP-D6-0001",)
+        account = lean.user("reader")
+        assert account is not None
+        assert (account.username, account.id, account.role, account.clearance, account.fonds) == (
+            reader.username,
+            reader.id,
+            reader.role,
+            reader.clearance,
+            reader.fonds,
+        )
+        assert (account.display_name, account.disabled) == ("读者", False)
+        assert [a.username for a in lean.users()] == [u.username for u in store.users()]
+        lean.audit("reader", "search", "x" * 3000, {"日期": at, "n": 1})  # cut, details as stored
+    finally:
+        lean.close()
+    [row] = store.audit_log("search")
+    assert len(row.target) == 2000 and row.details == {"日期": str(at), "n": 1}
+    assert store.verify_audit_chain().intact
+    store.close()

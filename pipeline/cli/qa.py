@@ -26,7 +26,7 @@ def qa_list(
     """List QA cases (default: the open ones) of the items you may act on."""
     config = settings()
     with archive_service(config) as service:
-        who = principal(service, as_user)
+        who = principal(service.store, as_user)
         queue = service.qa_queue(
             who, status=None if status == "all" else status, batch=batch or "", via="cli"
         )
@@ -62,7 +62,7 @@ def qa_show(
     """The catalogue entry, findings, per-page facts, thumbnails and the PDF of an item."""
     config = settings()
     with archive_service(config) as service:
-        who = principal(service, as_user)
+        who = principal(service.store, as_user)
         shown = service.qa_case(who, archive_code, via="cli")
         thumbs = {
             p["page"]: str(service.page_image(who, archive_code, p["page"], "thumb", via="cli"))
@@ -131,7 +131,7 @@ def _decide(
 ) -> None:
     config = settings()
     with archive_service(config) as service:
-        who = principal(service, as_user, strict=False)
+        who = principal(service.store, as_user, strict=False)
         outcome = service.decide(who, archive_code, action, reason, pages=pages, via="cli")
     state = "searchable" if outcome.visible else "held back from search"
     console.print(

@@ -12,13 +12,15 @@ import hmac
 import json
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pipeline.errors import QueryError
 from pipeline.index.analysis import query_terms
 from pipeline.keys import sign
 from pipeline.security import Access
-from pipeline.settings import Settings
+
+if TYPE_CHECKING:
+    from pipeline.settings import Settings
 
 MAX_QUERY_CHARS = 200
 MAX_QUERY_TERMS = 16

@@ -1,122 +1,46 @@
-"""The audit log: append-only rows chained by SHA-256, and the check that finds a broken chain.
+"""The audit log: the ORM store's side of the chain (pipeline/auditchain.py holds the chain itself).
 
 Each row's hash covers its own fields and the previous row's hash; a one-row head table holds
 the number of rows and the last hash. Deleting, changing or inserting a row anywhere, or
-cutting rows off the end, therefore breaks a link that `verify_chain` names. Appends are
-serialised by taking the head row's write lock first (an UPDATE before any read), so two
-processes appending at once still build one chain, on SQLite and on PostgreSQL.
+cutting rows off the end, therefore breaks a link that `verify_chain` names. Rows are appended
+by `pipeline.auditchain.append` on the session's own connection, the same code the lean search
+path appends with.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
-import os
-import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, select, update
+from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
+from pipeline import auditchain
+from pipeline.auditchain import GENESIS, HEAD_ID, row_hash
 from pipeline.keys import fingerprint
 from pipeline.store.base import StoreBase
-from pipeline.store.schema import AuditHeadRow, AuditRow, now
+from pipeline.store.schema import AuditHeadRow, AuditRow
 
-HEAD_ID = 1
-GENESIS = "0" * 64
-_MAX_TARGET = 2000
-
-
-def _utc_text(at: datetime) -> str:
-    """The same text for a time whether the database gave it back aware (PostgreSQL) or naive."""
-    if at.tzinfo is not None:
-        at = at.astimezone(UTC).replace(tzinfo=None)
-    return at.isoformat(timespec="microseconds")
-
-
-def row_hash(
-    prev_hash: str,
-    row_id: int,
-    at: datetime,
-    user: str,
-    action: str,
-    target: str,
-    details: Any,
-    key: bytes = b"",
-) -> str:
-    """SHA-256 of the row and the hash before it; keyed (HMAC) when the home folder holds the
-    audit key, so the chain cannot be recomputed by someone who can only reach the database."""
-    payload = json.dumps(
-        [prev_hash, row_id, _utc_text(at), user, action, target, details],
-        ensure_ascii=False,
-        sort_keys=True,
-        separators=(",", ":"),
-        default=str,
-    ).encode("utf-8", "surrogatepass")
-    return hmac.new(key, payload, hashlib.sha256).hexdigest() if key else hashlib.sha256(payload).hexdigest()
-
-
-def _plain(details: dict[str, Any] | None) -> dict[str, Any] | None:
-    """Details as they will come back from the JSON column (so the hash can be recomputed)."""
-    if details is None:
-        return None
-    data: dict[str, Any] = json.loads(json.dumps(details, ensure_ascii=False, default=str))
-    return data
+__all__ = ["GENESIS", "HEAD_ID", "AuditStore", "ChainCheck", "append_audit", "row_hash"]
 
 
 def append_audit(
     session: Session, user: str, action: str, target: str = "", details: dict[str, Any] | None = None
-) -> AuditRow:
-    """Append one row to the chain inside the caller's transaction."""
-    locked = session.execute(
-        update(AuditHeadRow).where(AuditHeadRow.id == HEAD_ID).values(rows=AuditHeadRow.rows + 1)
-    )
-    if not locked.rowcount:  # type: ignore[attr-defined]
-        session.add(AuditHeadRow(id=HEAD_ID, rows=1, last_id=0, last_hash=GENESIS))
-        session.flush()
-    head = session.get(AuditHeadRow, HEAD_ID, populate_existing=True)
-    assert head is not None
+) -> int:
+    """Append one row to the chain inside the caller's transaction; the new row's id."""
+    session.flush()  # the caller's pending rows are written first, in the order they were made
+    connection = session.connection()
     key: bytes = session.info.get("audit_key", b"")
-    row = AuditRow(
-        at=now(),
-        user=user[:100],
-        action=action[:30],
-        target=target[:_MAX_TARGET],
-        details=_plain(details),
-        prev_hash=head.last_hash or GENESIS,
-        key_id=fingerprint(key),
+    mark = auditchain.append(
+        connection.connection, connection.dialect.name, key, user, action, target, details
     )
-    session.add(row)
-    session.flush()  # assigns the id the hash covers
-    row.hash = row_hash(row.prev_hash, row.id, row.at, row.user, row.action, row.target, row.details, key)
-    head.last_id, head.last_hash = row.id, row.hash
-    session.flush()
     anchor: Path | None = session.info.get("audit_anchor")
     if anchor is not None:
-        mark = {"rows": head.rows, "last_id": head.last_id, "last_hash": head.last_hash}
-        event.listen(session, "after_commit", lambda _s: _write_anchor(anchor, mark), once=True)
-    return row
-
-
-def _write_anchor(path: Path, mark: dict[str, Any]) -> None:
-    """The chain's newest link, outside the database: cutting rows off the end (or emptying the
-    log) cannot go unnoticed. Concurrent writers may leave an older link: still a valid prefix."""
-    try:
-        current = json.loads(path.read_text(encoding="utf-8"))
-        if int(current.get("rows", 0)) > int(mark["rows"]):
-            return
-    except (OSError, ValueError):
-        pass
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
-    try:
-        tmp.write_text(json.dumps(mark), encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError:  # the record in the database stands; the next append writes the anchor again
-        tmp.unlink(missing_ok=True)
+        event.listen(session, "after_commit", lambda _s: auditchain.write_anchor(anchor, mark), once=True)
+    row_id: int = mark["last_id"]
+    return row_id
 
 
 @dataclass

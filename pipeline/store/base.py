@@ -2,56 +2,33 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import create_engine, event, make_url
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+from pipeline.statedb import (
+    MIGRATION_LOCK,
+    MIGRATIONS,
+    database_url,
+    head_revision,
+    owner_only,
+    sqlite_pragmas,
+)
 
-
-def database_url(url_or_path: str | Path) -> str:
-    """A SQLAlchemy URL; a plain path is a SQLite file, created readable by its owner only."""
-    url = str(url_or_path)
-    if "://" not in url:
-        path = Path(url)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        owner_only(path)
-        url = f"sqlite:///{url}"
-    return url
-
-
-def owner_only(path: Path) -> None:
-    """Create `path` if missing and make it (and SQLite's -wal/-shm companions) owner-only.
-
-    An existing database file is never opened here: closing any descriptor of a file drops
-    every POSIX lock this process holds on it, which would let another process think our
-    connections are gone and delete the write-ahead log under them. chmod does not touch locks.
-    """
-    if not path.exists():
-        try:
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-        except FileExistsError:
-            pass
-    for candidate in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
-        try:
-            os.chmod(candidate, 0o600)
-        except FileNotFoundError:
-            continue
-
-
-MIGRATION_LOCK = 0x43415054  # PostgreSQL advisory lock key held while migrating ("CAPT")
-
-
-def head_revision() -> str:
-    """The newest migration's revision, from the file names (`NNNN_what.py` holds revision NNNN;
-    a test holds this to Alembic's own answer), without importing Alembic."""
-    return max(path.name[:4] for path in (MIGRATIONS / "versions").glob("[0-9][0-9][0-9][0-9]_*.py"))
+__all__ = [
+    "MIGRATIONS",
+    "MIGRATION_LOCK",
+    "StoreBase",
+    "at_head",
+    "database_url",
+    "head_revision",
+    "owner_only",
+    "upgrade_schema",
+]
 
 
 def at_head(engine: Engine) -> bool:
@@ -85,7 +62,7 @@ def upgrade_schema(engine: Engine) -> None:
         # pysqlite does not put DDL in a transaction by itself: a separate engine that does
         # (BEGIN IMMEDIATE also takes the write lock, so a second process waits its turn)
         migrating = create_engine(engine.url, connect_args={"isolation_level": None, "timeout": 60})
-        event.listen(migrating, "connect", _sqlite_pragmas)
+        event.listen(migrating, "connect", sqlite_pragmas)
         event.listen(migrating, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
         try:
             with migrating.begin() as connection:
@@ -99,13 +76,6 @@ def upgrade_schema(engine: Engine) -> None:
             connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
-
-
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.close()
 
 
 class StoreBase:
@@ -124,7 +94,7 @@ class StoreBase:
         try:
             self.engine: Engine = create_engine(url, future=True, pool_pre_ping=True)
             if self.is_sqlite:
-                event.listen(self.engine, "connect", _sqlite_pragmas)
+                event.listen(self.engine, "connect", sqlite_pragmas)
             upgrade_schema(self.engine)
         except (ArgumentError, NoSuchModuleError, OperationalError) as exc:
             shown = make_url(url).render_as_string(hide_password=True) if "://" in url else url

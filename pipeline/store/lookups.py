@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import select, update
 
 from pipeline.errors import AccessRequestError
+from pipeline.statedb import grant_codes
 from pipeline.store.audit import append_audit
 from pipeline.store.base import StoreBase
 from pipeline.store.schema import AccessRequestRow, LookupRow, now
@@ -141,13 +142,9 @@ class LookupStore(StoreBase):
         """The archive codes `user_id` holds a live grant for right now."""
         if not user_id:
             return ()
-        with self.session() as session:
-            query = select(AccessRequestRow.archive_code).where(
-                AccessRequestRow.user_id == user_id,
-                AccessRequestRow.status == "approved",
-                AccessRequestRow.granted_until > now(),
-            )
-            return tuple(sorted(set(session.scalars(query))))
+        with self.session() as session:  # the lean search path's statement (pipeline.statedb)
+            connection = session.connection()
+            return grant_codes(connection.connection, connection.dialect.name, user_id)
 
     # ---------------------------------------------------------------- the register
     def register_lookup(
