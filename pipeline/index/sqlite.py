@@ -33,7 +33,7 @@ import sys
 import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -218,6 +218,7 @@ class _Candidate:
     length: int
     fields: dict[str, str]
     score: float = 0.0
+    levels: dict[str, int] = field(default_factory=dict)  # a query term's impact level on the page
 
 
 class SqliteIndex:
@@ -503,10 +504,12 @@ class _Search:
         )
         return [int(r[0]) for r in rows]
 
-    def score(self, candidates: list[_Candidate], weights: list[float]) -> None:
-        """BM25 of each page, from its analysed tokens."""
+    def score(self, candidates: list[_Candidate], weights: list[float], tiered: Sequence[str] = ()) -> None:
+        """BM25 of each page, from its analysed tokens; with `tiered`, also each of those terms'
+        impact level on the page as its tier tokens say it (the lowest of its bigrams' levels)."""
         tokens = self._tokens([c.id for c in candidates])
         needles = [(_needle(t), _column(t)) for t in self.terms]
+        tiers = [(t, [_needle(token) for token in _tier_tokens_of(t)], _column(t)) for t in tiered]
         for c in candidates:
             columns = tokens.get(c.id, {})
             k = saturation(c.length)
@@ -515,6 +518,9 @@ class _Search:
                 tf = columns.get(column, b"").count(needle)
                 score += weight * tf * (K1 + 1) / (tf + k)
             c.score = score
+            for term, parts, column in tiers:
+                text = columns.get(column, b"")
+                c.levels[term] = min(impact_level(text.count(part), c.length) for part in parts)
 
     def weights(self) -> list[float]:
         """Each term's BM25 inverse document frequency (1 for a one-term query: it changes no order)."""
@@ -562,23 +568,36 @@ class _Search:
             every = self.load(self.ids("", budget))
             self.score(every, weights)
             return self._order(every)[offset:need]
-        tierable = [t for t in self.terms if tier_expression(t, MIN_LEVEL)]
-        head: list[_Candidate] = []  # every page looked at so far, by score
-        known: dict[int, _Candidate] = {}
+        tierable = list(dict.fromkeys(t for t in self.terms if tier_expression(t, MIN_LEVEL)))
+        # A term of several bigrams is at level L where all of them are; the pages are asked for
+        # by its rarest bigram's tier tokens alone (a few tokens, not every bigram's every
+        # level: each token costs a look-up in every segment of the index) and the levels that
+        # admit a page are counted on it (`score`), so the pages admitted are the same.
+        lead = {t: self._rarest(_tier_tokens_of(t)) for t in tierable}
+        exact = all(len(_tier_tokens_of(t)) == 1 for t in tierable)  # every page asked for admitted
+        reach = budget if exact else 2 * budget  # pages asked for at most
+        head: list[_Candidate] = []  # the pages admitted so far, by score
+        seen: dict[int, _Candidate] = {}  # the pages asked for so far
         steps = dict.fromkeys(tierable, 0)  # each term's floor, as an index into LEVEL_STEPS
         # the pages the first floors admit; then, each time one term's floor is lowered, only
         # the pages its new levels admit (the others are known already)
-        expression = " OR ".join(f"({tier_expression(t, LEVEL_STEPS[0])})" for t in tierable)
+        levels = range(LEVEL_STEPS[0], MAX_LEVEL + 1)
+        expression = " OR ".join(f"tiers : {_any_of(f'{lead[t]}x{n}' for n in levels)}" for t in tierable)
         while steps:
-            fresh = [i for i in self.ids(expression, budget + 1) if i not in known]
-            if len(known) + len(fresh) > budget:
+            fresh = self.ids(expression, reach + 1 - len(seen), exclude=list(seen))
+            if len(seen) + len(fresh) > reach:
                 break
             new = self.load(fresh)
-            self.score(new, weights)
-            known.update((c.id, c) for c in new)
+            self.score(new, weights, () if exact else tierable)
+            seen.update((c.id, c) for c in new)
             floors = {t: LEVEL_STEPS[n] for t, n in steps.items()}
+            admitted = list(seen.values())
+            if not exact:
+                admitted = [c for c in admitted if any(c.levels[t] >= f for t, f in floors.items())]
+            if len(admitted) > budget:
+                break
             parts = self._bound_parts(weights, floors)
-            head = self._order(list(known.values()))
+            head = self._order(admitted)
             certain = sum(1 for c in head if c.score >= sum(parts.values()))  # a prefix of head
             if certain >= need:
                 return head[offset:need]
@@ -588,7 +607,8 @@ class _Search:
                 break
             term = max(lower, key=lambda t: parts[t])
             steps[term] += 1
-            expression = str(new_tier_expression(term, LEVEL_STEPS[steps[term]], floors[term]))
+            levels = range(LEVEL_STEPS[steps[term]], floors[term])
+            expression = f"tiers : {_any_of(f'{lead[term]}x{n}' for n in levels)}"
         # Out of budget before enough were certain: the pages looked at come first, by score
         # (the certain ones lead them), then the other matches newest first (rowid order).
         taken = head[offset:need]
@@ -596,6 +616,27 @@ class _Search:
         tail = {c.id: c for c in self.load(rest)}
         self.score(list(tail.values()), weights)
         return taken + [tail[i] for i in rest if i in tail]
+
+    def _rarest(self, tokens: list[str]) -> str:
+        """The token prominent on the fewest pages (a phrase's own bigram, not the common word
+        inside it): its pages at levels 6 to 8 counted up to 300; among the tokens tied at 300,
+        the same at levels 10 to 12, then 14 to 16."""
+        left = sorted(set(tokens))
+        for levels in ((6, 7, 8), (10, 11, 12), (14, 15, 16)):
+            if len(left) == 1:
+                break
+            counts = {
+                token: self.db.execute(
+                    "SELECT count(*) FROM (SELECT rowid FROM pages_fts WHERE pages_fts MATCH ? LIMIT 300)",
+                    (f"tiers : {_any_of(f'{token}x{n}' for n in levels)}",),
+                ).fetchone()[0]
+                for token in left
+            }
+            fewest = min(counts.values())
+            left = [t for t in left if counts[t] == fewest]
+            if fewest < 300:
+                break
+        return left[0]
 
     def _bound_parts(self, weights: list[float], floors: dict[str, int]) -> dict[str, float]:
         """Per term, the most it adds to the score of a page where it is below its floor (a term
@@ -636,6 +677,13 @@ def _needle(term: str) -> bytes:
     if _column(term) == "words":
         return f" {'  '.join(tokens)} ".encode()
     return " ".join(tokens).encode()
+
+
+def _tier_tokens_of(term: str) -> list[str]:
+    """The tokens that carry a term's tier tokens: the word, or each of its bigrams once."""
+    if term[0].isascii():
+        return [term]
+    return list(dict.fromkeys(_bigrams(term)))
 
 
 def _tokens_of(term: str) -> list[str]:
