@@ -123,6 +123,17 @@ def query_set(pages: int, seed: int = 5) -> list[dict[str, Any]]:
     return queries
 
 
+def cached_query_set(pages: int, path: Path) -> list[dict[str, Any]]:
+    """`query_set`, kept beside the index it was picked for (picking walks the corpus up to the
+    last item picked: about 5 minutes at 1M pages)."""
+    cached = path.with_name("queries.json")
+    if cached.exists():
+        return list(json.loads(cached.read_text(encoding="utf-8")))
+    queries = query_set(pages)
+    cached.write_text(json.dumps(queries, ensure_ascii=False), encoding="utf-8")
+    return queries
+
+
 def _percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
     return round(ordered[min(len(ordered) - 1, max(0, int(len(ordered) * share + 0.5) - 1))], 1)
@@ -226,7 +237,7 @@ def measure(pages: int, work: Path | None, repeats: int, agreement: int) -> dict
         print(f"search: building the embedded index with {pages} synthetic pages", flush=True)
         in_child("build", str(pages), str(path))
     built = json.loads(path.with_name("build.json").read_text(encoding="utf-8"))
-    queries = query_set(pages)
+    queries = cached_query_set(pages, path)
     print(f"search: {len(queries)} queries x {repeats} on {pages} pages", flush=True)
     spec = {"queries": queries, "repeats": repeats, "agreement": agreement}
     load = round(os.getloadavg()[0], 1)
