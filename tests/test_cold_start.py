@@ -92,6 +92,7 @@ def test_a_cold_search_imports_no_batch_ocr_web_or_migration_stack(tmp_path: Pat
     assert "pipeline.cli.search" in imported and "sqlite3" in imported  # the parse saw the imports
     heavy = sorted(n for n in imported if any(n == m or n.startswith(m + ".") for m in NOT_FOR_SEARCH))
     assert heavy == [], heavy
+    assert not {n for n in imported if n == "rich" or n.startswith("rich.")}  # --json prints without Rich
     others = {"pipeline.cli.batch", "pipeline.cli.lifecycle", "pipeline.cli.serve", "pipeline.cli.disposal"}
     assert not imported & others  # only the command's own module is loaded
     with Store(home / "state.sqlite").session() as session:  # and the search was still audited

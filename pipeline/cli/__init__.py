@@ -16,8 +16,6 @@ import traceback
 from datetime import UTC, datetime
 from typing import Any
 
-from rich.text import Text
-
 from pipeline.errors import INTERNAL_ERROR_EXIT, CaptureError
 
 __all__ = ["COMMAND_MODULES", "app", "load_commands", "main"]
@@ -78,19 +76,27 @@ def _log_internal_error(exc: BaseException) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from pipeline.cli.common import err_console
-
     args = sys.argv[1:] if argv is None else argv
     try:
         load_commands(args)(args=args)
     except CaptureError as exc:
+        from rich.text import Text
+
+        from pipeline.cli.common import err_console
+
         err_console.print(Text.assemble(("error: ", "bold red"), str(exc)), highlight=False)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
+        from pipeline.cli.common import err_console
+
         err_console.print("stopped")
         sys.exit(130)
     except Exception as exc:  # noqa: BLE001 - a bug: one line here, the traceback in the log
         where = _log_internal_error(exc)
         message = f"{exc.__class__.__name__}: {exc}" + (f" (traceback in {where})" if where else "")
+        from rich.text import Text
+
+        from pipeline.cli.common import err_console
+
         err_console.print(Text.assemble(("internal error: ", "bold red"), message), highlight=False)
         sys.exit(INTERNAL_ERROR_EXIT)

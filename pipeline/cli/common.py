@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 
 from pipeline.settings import Settings, load_settings
 
@@ -45,9 +44,28 @@ lookups_app = typer.Typer(
 )
 app.add_typer(lookups_app, name="lookups")
 
-# Piped output (CI logs, `make run | tee`) gets a readable width instead of Rich's 80 columns.
-console = Console(width=None if sys.stdout.isatty() else 132)
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 132)
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    console: Console
+    err_console: Console
+
+
+def __getattr__(name: str) -> Any:
+    """`console` and `err_console`, made (and Rich imported) when a command first prints:
+    `capture search --json` never does."""
+    if name not in ("console", "err_console"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from rich.console import Console
+
+    # Piped output (CI logs, `make run | tee`) gets a readable width instead of Rich's 80 columns.
+    made = (
+        Console(width=None if sys.stdout.isatty() else 132)
+        if name == "console"
+        else Console(stderr=True, width=None if sys.stderr.isatty() else 132)
+    )
+    globals()[name] = made
+    return made
 
 
 def settings() -> Settings:

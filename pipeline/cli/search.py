@@ -4,27 +4,22 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.progress import MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.text import Text
 
-from pipeline.cli.common import (
-    AsUserOption,
-    BackendOption,
-    acting_user,
-    app,
-    console,
-    err_console,
-    settings,
-    working_settings,
-)
+from pipeline.cli import common
+from pipeline.cli.common import AsUserOption, BackendOption, acting_user, app, settings, working_settings
 from pipeline.cli.session import principal, search_state
 from pipeline.errors import ConfigError, IndexUnavailable
 
+if TYPE_CHECKING:  # Rich is imported when there is something to print (not for --json)
+    from rich.text import Text
+
 
 def _marked(snippet: str, spans: list[tuple[int, int]] | list[list[int]]) -> Text:
+    from rich.text import Text
+
     text = Text(snippet)
     for start, end in spans:
         text.stylize("bold black on yellow", start, end)
@@ -95,6 +90,9 @@ def search(
     if as_json:
         sys.stdout.write(json.dumps(result.to_dict(), ensure_ascii=False, indent=2) + "\n")
         return
+    from rich.text import Text
+
+    console = common.console
     if not result.hits:
         console.print(f"No page matches {query!r}.")
         return
@@ -121,10 +119,13 @@ def reindex(
     ] = False,
 ) -> None:
     """Rebuild the search index from the archive folder (searchers switch over in one step)."""
+    from rich.progress import MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     from pipeline.index import open_backend
     from pipeline.reindex import reindex_all, reindex_pending
     from pipeline.store import open_store
 
+    console, err_console = common.console, common.err_console
     config = working_settings()
     store = open_store(config)
     try:
