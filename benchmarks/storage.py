@@ -8,8 +8,10 @@ one A6 page at 150 dpi, and no OCRmyPDF).
 Ours: every page through the pipeline's page step (read, clean, OCR with the default engine) and
 packaged as the pipeline packages an item (package.build_pdf, write_metadata, save_pdfa), one
 PDF/A per kind. Before: the same cleaned images as packaging encoded them until now (bilevel: the
-packed bits through Flate at level 9; grey and colour: the raw pixels through Flate at level 6),
-with the CPU seconds of both encodings. OCRmyPDF: img2pdf of the same source files, then
+packed bits through Flate at level 9; grey and colour: the raw pixels through Flate at level 6;
+JPEG: the cleaned page written again as JPEG at package.jpeg_quality, where the source JPEG's own
+bytes are now kept and drawn through the cleanup's map), with the CPU seconds of both encodings.
+OCRmyPDF: img2pdf of the same source files, then
 `ocrmypdf -l chi_sim+chi_tra+eng --output-type pdfa-2` with its default (lossless) optimisation.
 Shares of a PDF: page images (their streams as stored), the text layer (content streams and
 fonts) and the rest (XMP, the output intent's ICC profile, object and cross-reference streams,
@@ -18,6 +20,7 @@ structure).
 
 from __future__ import annotations
 
+import hashlib
 import random
 import shutil
 import subprocess
@@ -113,9 +116,48 @@ def pdf_shares(path: Path) -> dict[str, Any]:
     }
 
 
-def _encoded_before(image_path: Path, image_format: str) -> tuple[int, float]:
+def cleaned_from_source(image_path: Path, geometry: Any) -> np.ndarray:
+    """The cleaned page of a kept source JPEG, made again from the source and the cleanup's map as
+    imaging.clean_page made it (the same OpenCV warp on pixel centres; the same pixels)."""
+    import cv2
+
+    with Image.open(image_path) as img:
+        source = np.array(img)
+    x0, y0, x1, y1 = geometry.source_crop
+    fill = geometry.fill if geometry.fill else (255.0,) * (1 if source.ndim == 2 else 3)
+    outside = np.ones(source.shape[:2], bool)
+    outside[y0:y1, x0:x1] = False
+    source[outside] = fill[0] if source.ndim == 2 else fill
+    m = np.vstack([np.array(geometry.matrix).reshape(2, 3), [0.0, 0.0, 1.0]])
+    centres = (
+        np.array([[1, 0, -0.5], [0, 1, -0.5], [0, 0, 1.0]])
+        @ m
+        @ np.array([[1, 0, 0.5], [0, 1, 0.5], [0, 0, 1.0]])
+    )
+    return cv2.warpAffine(
+        source,
+        centres[:2],
+        geometry.size,
+        flags=cv2.INTER_CUBIC,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=fill if len(fill) > 1 else fill[0],
+    )
+
+
+def _encoded_before(image_path: Path, image_format: str, geometry: Any = None) -> tuple[int, float]:
     """Bytes and CPU seconds of the page image as packaging encoded it until now."""
+    import io
+
+    from pipeline.settings import PackageSettings
+
     started = time.process_time()
+    if geometry is not None:  # a kept source JPEG: the cleaned page was written again as JPEG
+        pixels = cleaned_from_source(image_path, geometry)
+        started = time.process_time()
+        buffer = io.BytesIO()
+        quality = PackageSettings().jpeg_quality
+        Image.fromarray(pixels).save(buffer, "JPEG", quality=quality, optimize=True)
+        return len(buffer.getvalue()), time.process_time() - started
     with Image.open(image_path) as img:
         if image_format == "jpeg":
             size = image_path.stat().st_size
@@ -126,7 +168,9 @@ def _encoded_before(image_path: Path, image_format: str) -> tuple[int, float]:
     return size, time.process_time() - started
 
 
-def _encoded_now(image_path: Path, image_format: str, dpi: int) -> tuple[int, str, float]:
+def _encoded_now(
+    image_path: Path, image_format: str, dpi: int, geometry: Any = None
+) -> tuple[int, str, float]:
     """Bytes, filter and CPU seconds of the page image as packaging encodes it now."""
     import pikepdf
 
@@ -134,7 +178,8 @@ def _encoded_now(image_path: Path, image_format: str, dpi: int) -> tuple[int, st
 
     pdf = pikepdf.Pdf.new()
     started = time.process_time()
-    stream, _, _ = package._image_xobject(pdf, package.PackagePage(image_path, image_format, dpi, None))
+    page = package.PackagePage(image_path, image_format, dpi, None, geometry)
+    stream, _, _ = package._image_xobject(pdf, page)
     seconds = time.process_time() - started
     return len(stream.read_raw_bytes()), str(stream.Filter), seconds
 
@@ -178,7 +223,7 @@ def ours(files: dict[str, list[Path]], work: Path, quick: bool) -> dict[str, Any
             raise RuntimeError(f"{kind}: {problems}")
         pages = [process_page(page, n + 1, settings, pool, cache) for n, page in enumerate(planned)]
         packaged = [
-            package.PackagePage(Path(p.image_path), p.image_format, p.dpi or 300, p.ocr)
+            package.PackagePage(Path(p.image_path), p.image_format, p.dpi or 300, p.ocr, p.geometry)
             for p in pages
             if p.image_path
         ]
@@ -187,8 +232,8 @@ def ours(files: dict[str, list[Path]], work: Path, quick: bool) -> dict[str, Any
         outcome = package.save_pdfa(pdf, work / f"storage-ours-{kind}.pdf")
         pdf.close()
         shares = pdf_shares(outcome.pdf_path)
-        before = [_encoded_before(p.image_path, p.image_format) for p in packaged]
-        now = [_encoded_now(p.image_path, p.image_format, p.dpi) for p in packaged]
+        before = [_encoded_before(p.image_path, p.image_format, p.geometry) for p in packaged]
+        now = [_encoded_now(p.image_path, p.image_format, p.dpi, p.geometry) for p in packaged]
         image_before, image_now = sum(b for b, _ in before), sum(n for n, _, _ in now)
         result[kind] = {
             **shares,
@@ -202,11 +247,26 @@ def ours(files: dict[str, list[Path]], work: Path, quick: bool) -> dict[str, Any
             "encode_cpu_s_per_page": round(sum(s for _, _, s in now) / len(packaged), 3),
             "encode_cpu_s_per_page_before": round(sum(s for _, s in before) / len(packaged), 3),
             "source_bytes_per_page": round(sum(p.stat().st_size for p in files[kind]) / len(packaged)),
+            "image_encoding": sorted({p.image_encoding for p in pages}),
+            "image_streams_are_the_source_files": _streams_are_sources(outcome.pdf_path, files[kind]),
+            "rotation_skew": [(p.rotation, p.skew_deg) for p in pages],
         }
         if not quick and packaged[0].image_format in ("gray", "rgb"):
             mode = "L" if packaged[0].image_format == "gray" else "RGB"
             result[kind]["lossless_choices_first_page"] = lossless_choices(packaged[0].image_path, mode)
     return result
+
+
+def _streams_are_sources(pdf_path: Path, sources: list[Path]) -> bool:
+    """Whether page n's image stream, as stored, has the SHA-256 of source file n."""
+    import pikepdf
+
+    with pikepdf.open(pdf_path) as pdf:
+        stored = [
+            hashlib.sha256(next(iter(page.get_images().values())).read_raw_bytes()).hexdigest()
+            for page in pdf.pages
+        ]
+    return stored == [hashlib.sha256(p.read_bytes()).hexdigest() for p in sources]
 
 
 def ocrmypdf_output(files: dict[str, list[Path]], work: Path) -> dict[str, Any] | None:
@@ -257,7 +317,7 @@ def storage_rows(s: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
                 f"text {mine['text_layer_share']:.1%})",
                 baseline,
                 str(mine.get("ratio_to_ocrmypdf", mine["image_ratio_now_to_before"])),
-                "smaller, lossless",
+                "source JPEG kept" if mine.get("image_streams_are_the_source_files") else "smaller, lossless",
             )
         )
     return rows

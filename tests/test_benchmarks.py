@@ -32,6 +32,7 @@ def test_benchmark_script_runs_on_tiny_input(tmp_path: Path) -> None:
     assert data["cold"]["search_wall_median_s"] > 0 and data["cold"]["import_ms"] > 0
     bilevel = data["storage"]["ours"]["bilevel-tiff"]
     assert bilevel["filter"] == "/CCITTFaxDecode" and bilevel["pdfa_valid"] and bilevel["bytes_per_page"] > 0
+    assert data["storage"]["ours"]["grey-jpeg"]["image_streams_are_the_source_files"]
     if "skipped" not in data["quality"]:
         assert data["quality"]["rapidocr"]["recall"] > 0.5
     assert "Archive Capture benchmarks" in result.stdout
