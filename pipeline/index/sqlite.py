@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 import sqlite3
 import sys
 import threading
@@ -218,6 +219,7 @@ class _Candidate:
     length: int
     fields: dict[str, str]
     score: float = 0.0
+    matches: bool = True  # every query term counted on the page
     levels: dict[str, int] = field(default_factory=dict)  # a query term's impact level on the page
 
 
@@ -427,9 +429,10 @@ class _Search:
         self.rank_budget = RANK_BUDGET
 
     def _select(
-        self, columns: str, extra: str = "", tail: str = "", tail_args: Sequence[Any] = ()
+        self, columns: str, extra: str = "", tail: str = "", tail_args: Sequence[Any] = (), match: bool = True
     ) -> list[Any]:
-        expression = " AND ".join(f"({e})" for e in (self.matching, extra, self.fts_filter) if e)
+        matching = self.matching if match else ""
+        expression = " AND ".join(f"({e})" for e in (matching, extra, self.fts_filter) if e)
         sql = (
             f"SELECT {columns} FROM pages_fts CROSS JOIN pages p ON p.id = pages_fts.rowid "
             f"WHERE pages_fts MATCH ? {''.join(' AND ' + w for w in self.where)} {tail}"
@@ -494,13 +497,18 @@ class _Search:
             out[int(rowid)] = {c: _spaced(c, v) for c, v in zip(columns, values, strict=True)}
         return out
 
-    def ids(self, extra: str, limit: int, offset: int = 0, exclude: Sequence[int] = ()) -> list[int]:
+    def ids(
+        self, extra: str, limit: int, offset: int = 0, exclude: Sequence[int] = (), match: bool = True
+    ) -> list[int]:
+        """Matching pages (with `match` False, pages `extra` and the filters admit: the caller
+        checks the match) the searcher may see, newest first."""
         skip = f"AND p.id NOT IN ({', '.join('?' * len(exclude))}) " if exclude else ""
         rows = self._select(
             "pages_fts.rowid",
             extra,
             tail=f"{skip}ORDER BY pages_fts.rowid DESC LIMIT ? OFFSET ?",
             tail_args=(*exclude, limit, offset),
+            match=match,
         )
         return [int(r[0]) for r in rows]
 
@@ -518,6 +526,7 @@ class _Search:
                 tf = columns.get(column, b"").count(needle)
                 score += weight * tf * (K1 + 1) / (tf + k)
             c.score = score
+            c.matches = all(columns.get(column, b"").count(needle) for needle, column in needles)
             for term, parts, column in tiers:
                 text = columns.get(column, b"")
                 c.levels[term] = min(impact_level(text.count(part), c.length) for part in parts)
@@ -583,15 +592,29 @@ class _Search:
         # the pages its new levels admit (the others are known already)
         levels = range(LEVEL_STEPS[0], MAX_LEVEL + 1)
         expression = " OR ".join(f"tiers : {_any_of(f'{lead[t]}x{n}' for n in levels)}" for t in tierable)
+        # The tier tokens and the filters alone (FTS5 checks every term of an AND at each page
+        # one of them proposes, and a common word costs a seek in each segment) where the terms
+        # are plain (common CJK characters, Latin letters and digits: FTS5 reads them as we do,
+        # so a page matches exactly when `score` counts every term on it); the match in the FTS
+        # query when that would read too many pages.
+        plain = all(_PLAIN.fullmatch(t) for t in self.terms)
+        matched = 0  # the pages asked for that match
         while steps:
-            fresh = self.ids(expression, reach + 1 - len(seen), exclude=list(seen))
-            if len(seen) + len(fresh) > reach:
-                break
+            fresh = (
+                self.ids(expression, reach + 1 - matched, exclude=list(seen), match=False) if plain else []
+            )
+            if not plain or matched + len(fresh) > reach:
+                fresh = self.ids(expression, reach + 1 - matched, exclude=list(seen))
+                if matched + len(fresh) > reach:
+                    break
             new = self.load(fresh)
             self.score(new, weights, () if exact else tierable)
             seen.update((c.id, c) for c in new)
+            matched += sum(1 for c in new if c.matches)
+            if matched > reach:
+                break
             floors = {t: LEVEL_STEPS[n] for t, n in steps.items()}
-            admitted = list(seen.values())
+            admitted = [c for c in seen.values() if c.matches]
             if not exact:
                 admitted = [c for c in admitted if any(c.levels[t] >= f for t, f in floors.items())]
             if len(admitted) > budget:
@@ -650,6 +673,9 @@ class _Search:
                 part = weight * (K1 + 1)
             parts[term] = parts.get(term, 0.0) + part
         return parts
+
+
+_PLAIN = re.compile(r"[\u4e00-\u9fa5]+|[0-9a-z]+")  # tokens as FTS5's unicode61 reads them
 
 
 def _column(term: str) -> str:
