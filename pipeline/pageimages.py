@@ -73,7 +73,7 @@ def page_png(work_dir: Path, record: dict[str, Any], pdf_path: Path, seq: int, s
 
 
 def _drawn_as(page: Any, image: Any) -> tuple[int, float] | None:
-    """None when the page draws its image filling the page box as it is (one plain `cm`, no clip):
+    """None when the page draws its image filling the page box as it is (no turn, no clip, no fill):
     its pixels are the page. Otherwise the resolution (dpi) at which the image's pixels are drawn,
     and the page's width in points: the page must be drawn to be seen as the reader sees it."""
     import pikepdf
@@ -95,7 +95,7 @@ def _drawn_as(page: Any, image: Any) -> tuple[int, float] | None:
         ctm = np.array([[a, b, 0.0], [c, d, 0.0], [e, f, 1.0]]) @ ctm
     a, b, c, d, e, f = ctm[0, 0], ctm[0, 1], ctm[1, 0], ctm[1, 1], ctm[2, 0], ctm[2, 1]
     fills = np.allclose([a, b, c, d, e, f], [width_pt, 0, 0, height_pt, box[0], box[1]], atol=0.01)
-    if plain and len(matrices) == 1 and fills:
+    if plain and fills:
         return None
     pixels = float(image.Width) * float(image.Height)
     area = abs(a * d - b * c)  # square points covered by the whole image

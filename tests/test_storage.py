@@ -374,3 +374,23 @@ def test_which_jpegs_are_kept_as_they_are(tmp_path: Path) -> None:
     assert "12-bit" in why["12-bit"] and "SOF9" in why["arithmetic"] and "MPO" in why["mpo"]
     facts, _ = package.source_jpeg_facts(paths["progressive"])
     assert facts == package.JpegFacts(48, 64, 3)
+
+
+def test_the_viewer_shows_an_untouched_kept_jpeg_with_its_decoded_pixels(tmp_path: Path) -> None:
+    """A kept JPEG the cleanup did not move is drawn filling its page: the viewer's page image is
+    its decoded pixels exactly (no drawing, no resampling)."""
+    from pipeline.models import PageGeometry
+    from pipeline.pageimages import page_png
+
+    source = tmp_path / "upright.jpg"
+    rng = np.random.default_rng(9)
+    Image.fromarray(rng.integers(0, 255, (90, 60, 3), dtype=np.uint8)).save(source, quality=80)
+    geometry = PageGeometry((60, 90), (0, 0, 60, 90), (1.0, 0.0, 0.0, 0.0, 1.0, 0.0), (60, 90))
+    pdf = package.build_pdf([package.PackagePage(source, "jpeg", 20, None, geometry)])
+    outcome = package.save_pdfa(pdf, tmp_path / "upright.pdf")
+    assert outcome.pdfa_valid, outcome.validator_findings
+    pages = [{"page": 1, "image_path": str(source)}]
+    record = {"archive_code": "A-2", "pdf_sha256": "cd" * 32, "pages": pages}
+    shown = page_png(tmp_path / "work", record, outcome.pdf_path, 1, "full")
+    with Image.open(shown) as img, Image.open(source) as decoded:
+        assert np.array_equal(np.asarray(img), np.asarray(decoded))
