@@ -469,14 +469,27 @@ class _Search:
 
     # -- ranking ------------------------------------------------------------------------------
 
-    def load(self, ids: Sequence[int]) -> list[_Candidate]:
-        """The pages' catalogue fields and lengths (not their texts)."""
+    def load(self, ids: Sequence[int], catalogue: bool = True) -> list[_Candidate]:
+        """The pages' lengths and catalogue fields (without `catalogue`, only what ranking needs:
+        `fill` adds the rest to the hits)."""
         out = []
+        if not catalogue:
+            select = "SELECT id, archive_code, page, length FROM pages WHERE id"
+            for page_id, code, page, length in self._rows_in(select, ids):
+                out.append(_Candidate(page_id, code, page, "", length, {}))
+            return out
         select = f"SELECT id, archive_code, page, title, length, {', '.join(ITEM_FIELDS)} FROM pages WHERE id"
         for page_id, code, page, title, length, *values in self._rows_in(select, ids):
             fields = dict(zip(ITEM_FIELDS, values, strict=True))
             out.append(_Candidate(page_id, code, page, title, length, fields))
         return out
+
+    def fill(self, candidates: list[_Candidate]) -> list[_Candidate]:
+        """The candidates with their titles and catalogue fields."""
+        full = {c.id: c for c in self.load([c.id for c in candidates])}
+        for c in candidates:
+            c.title, c.fields = full[c.id].title, full[c.id].fields
+        return candidates
 
     def _rows_in(self, select: str, ids: Sequence[int]) -> Iterator[Any]:
         """The rows of `select ... WHERE <key>` IN ids, asked 500 ids at a time."""
@@ -522,11 +535,12 @@ class _Search:
             columns = tokens.get(c.id, {})
             k = saturation(c.length)
             score = 0.0
+            matches = True
             for weight, (needle, column) in zip(weights, needles, strict=True):
                 tf = columns.get(column, b"").count(needle)
                 score += weight * tf * (K1 + 1) / (tf + k)
-            c.score = score
-            c.matches = all(columns.get(column, b"").count(needle) for needle, column in needles)
+                matches = matches and tf > 0
+            c.score, c.matches = score, matches
             for term, parts, column in tiers:
                 text = columns.get(column, b"")
                 c.levels[term] = min(impact_level(text.count(part), c.length) for part in parts)
@@ -560,7 +574,12 @@ class _Search:
         return sorted(candidates, key=lambda c: (-c.score, c.archive_code, c.page))
 
     def hits(self, offset: int, limit: int, total: int, total_exact: bool) -> list[_Candidate]:
-        """Hits offset..offset+limit in rank order (BM25 score, best first).
+        """Hits offset..offset+limit in rank order (BM25 score, best first), see `_rank`."""
+        return self.fill(self._rank(offset, limit, total, total_exact))
+
+    def _rank(self, offset: int, limit: int, total: int, total_exact: bool) -> list[_Candidate]:
+        """Hits offset..offset+limit in rank order (BM25 score, best first), without their
+        titles and catalogue fields.
 
         A page none of whose terms reaches impact level `floor` scores below `bound(floor)`;
         so the pages where some term does (found through the tier tokens, highest floor first)
@@ -574,7 +593,7 @@ class _Search:
         weights = self.weights()
         budget = self.rank_budget
         if total_exact and total <= budget:  # few enough: score every match
-            every = self.load(self.ids("", budget))
+            every = self.load(self.ids("", budget), catalogue=False)
             self.score(every, weights)
             return self._order(every)[offset:need]
         tierable = list(dict.fromkeys(t for t in self.terms if tier_expression(t, MIN_LEVEL)))
@@ -607,7 +626,7 @@ class _Search:
                 fresh = self.ids(expression, reach + 1 - matched, exclude=list(seen))
                 if matched + len(fresh) > reach:
                     break
-            new = self.load(fresh)
+            new = self.load(fresh, catalogue=False)
             self.score(new, weights, () if exact else tierable)
             seen.update((c.id, c) for c in new)
             matched += sum(1 for c in new if c.matches)
@@ -636,7 +655,7 @@ class _Search:
         # (the certain ones lead them), then the other matches newest first (rowid order).
         taken = head[offset:need]
         rest = self.ids("", limit - len(taken), max(0, offset - len(head)), [c.id for c in head])
-        tail = {c.id: c for c in self.load(rest)}
+        tail = {c.id: c for c in self.load(rest, catalogue=False)}
         self.score(list(tail.values()), weights)
         return taken + [tail[i] for i in rest if i in tail]
 
