@@ -78,14 +78,15 @@ def _home_with_one_page(home: Path) -> None:
 def test_a_cold_search_imports_no_batch_ocr_web_or_migration_stack(tmp_path: Path) -> None:
     home = tmp_path / "home"
     _home_with_one_page(home)
-    result = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "pipeline.cli", "search", "理赔申请", "--json"],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "CAPTURE_HOME": str(home)},
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
+    for _ in range(2):  # the first loads the settings in full and leaves their snapshot
+        result = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "pipeline.cli", "search", "理赔申请", "--json"],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "CAPTURE_HOME": str(home)},
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stderr[-2000:]
     hits = json.loads(result.stdout)["hits"]
     assert [(h["archive_code"], h["page"]) for h in hits] == [("A-1", 2)]
     imported = _imported(result.stderr)
@@ -93,6 +94,8 @@ def test_a_cold_search_imports_no_batch_ocr_web_or_migration_stack(tmp_path: Pat
     heavy = sorted(n for n in imported if any(n == m or n.startswith(m + ".") for m in NOT_FOR_SEARCH))
     assert heavy == [], heavy
     assert not {n for n in imported if n == "rich" or n.startswith("rich.")}  # --json prints without Rich
+    # the settings came from the snapshot (pipeline.settingsnap): no pydantic-settings, no asyncio
+    assert not imported & {"pydantic_settings", "pipeline.settings", "asyncio"}
     others = {"pipeline.cli.batch", "pipeline.cli.lifecycle", "pipeline.cli.serve", "pipeline.cli.disposal"}
     assert not imported & others  # only the command's own module is loaded
     with Store(home / "state.sqlite").session() as session:  # and the search was still audited
@@ -357,3 +360,113 @@ def test_the_lean_store_reads_the_same_grants_accounts_and_times(tmp_path: Path,
     assert len(row.target) == 2000 and row.details == {"日期": str(at), "n": 1}
     assert store.verify_audit_chain().intact
     store.close()
+
+
+# ------------------------------------------------------------------ the settings snapshot
+
+
+def _search_imports(home: Path, *args: str, **env: str) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+    run = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "pipeline.cli", "search", "理赔申请", "--json", *args],
+        capture_output=True,
+        text=True,
+        env={
+            **{k: v for k, v in os.environ.items() if not k.upper().startswith("CAPTURE_")},
+            "CAPTURE_HOME": str(home),
+            **env,
+        },
+        timeout=120,
+    )
+    return run, _imported(run.stderr)
+
+
+def test_the_settings_snapshot_is_used_only_while_every_input_is_unchanged(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    _home_with_one_page(home)
+    first, imported = _search_imports(home)
+    assert (
+        first.returncode == 0
+        and "pydantic_settings" in imported
+        and (home / "settings-snapshot.json").is_file()
+    )
+    again, imported = _search_imports(home)
+    assert again.returncode == 0 and "pydantic_settings" not in imported
+    assert json.loads(again.stdout) == json.loads(first.stdout)
+    # an environment variable the loader reads: the full loader, and its value applies
+    shorter, imported = _search_imports(home, CAPTURE_INDEX__SNIPPET_CHARS="5")
+    assert shorter.returncode == 0 and "pydantic_settings" in imported
+    assert json.loads(shorter.stdout)["hits"][0]["snippet"] != json.loads(first.stdout)["hits"][0]["snippet"]
+    # a misspelled one is the same error as for every other command, snapshot or not
+    wrong, _ = _search_imports(home, CAPTURE_INDEX__SNIPET_CHARS="5")
+    assert wrong.returncode == 2 and "CAPTURE_INDEX__SNIPPET_CHARS" in wrong.stderr
+    # a config file, then the same file changed on disk (a value out of range)
+    config = tmp_path / "capture.toml"
+    config.write_text("[index]\nsnippet_chars = 40\n", encoding="utf-8")
+    for _ in range(2):
+        ok, imported = _search_imports(home, CAPTURE_CONFIG=str(config))
+        assert ok.returncode == 0
+    assert "pydantic_settings" not in imported  # the second: snapshot of this config
+    config.write_text("[index]\nsnippet_chars = 1\n", encoding="utf-8")
+    bad, imported = _search_imports(home, CAPTURE_CONFIG=str(config))
+    assert bad.returncode == 2 and "snippet_chars" in bad.stderr and "pydantic_settings" in imported
+    # another backend on the command line is never answered from the snapshot
+    for _ in range(2):  # (the snapshot is of the last inputs loaded in full: the config file's)
+        _, imported = _search_imports(home, "--backend", "sqlite")
+    assert "pydantic_settings" not in imported
+    other, imported = _search_imports(home, "--backend", "elasticsearch")
+    assert "pydantic_settings" in imported
+
+
+def test_a_changed_or_foreign_snapshot_is_not_used(tmp_path: Path) -> None:
+    from pipeline.settingsnap import SNAPSHOT
+
+    home = tmp_path / "home"
+    _home_with_one_page(home)
+    assert _search_imports(home)[0].returncode == 0
+    snapshot = home / SNAPSHOT
+    stored = json.loads(snapshot.read_text(encoding="utf-8"))
+    # someone points the search at another state database: the HMAC no longer matches
+    elsewhere = tmp_path / "elsewhere.sqlite"
+    body = stored["body"].replace(str(home / "state.sqlite"), str(elsewhere))
+    snapshot.write_text(json.dumps({"body": body, "mac": stored["mac"]}), encoding="utf-8")
+    run, imported = _search_imports(home)
+    assert run.returncode == 0 and "pydantic_settings" in imported and not elsewhere.exists()
+    # a snapshot from another home (its own key) is not this home's
+    other = tmp_path / "other"
+    _home_with_one_page(other)
+    assert _search_imports(other)[0].returncode == 0
+    (home / SNAPSHOT).write_bytes((other / SNAPSHOT).read_bytes())
+    run, imported = _search_imports(home)
+    assert run.returncode == 0 and "pydantic_settings" in imported
+
+
+def test_the_snapshot_holds_what_the_full_loader_gives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipeline.settings import load_settings
+    from pipeline.settingsnap import read_snapshot, search_settings
+
+    home = tmp_path / "home"
+    _home_with_one_page(home)
+    for name in [k for k in os.environ if k.upper().startswith("CAPTURE_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("CAPTURE_HOME", str(home))
+    monkeypatch.setenv("CAPTURE_STATE__URL", "postgresql+psycopg://capture@db.example/archive")
+    monkeypatch.setenv("CAPTURE_INDEX__SNIPPET_CHARS", "44")
+    full = load_settings()
+    assert read_snapshot() is None
+    search_settings()
+    snap = read_snapshot()
+    assert snap is not None
+    assert (snap.home_dir, snap.index_path, snap.state_url) == (
+        full.home_dir,
+        full.index_path,
+        full.state_url,
+    )
+    assert (
+        (snap.index.backend, snap.index.snippet_chars)
+        == (full.index.backend, full.index.snippet_chars)
+        == ("sqlite", 44)
+    )
+    monkeypatch.setenv("CAPTURE_INDEX__SNIPPET_CHARS", "45")
+    assert read_snapshot() is None

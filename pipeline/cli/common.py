@@ -8,8 +8,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from pipeline.settings import Settings, load_settings
-
 app = typer.Typer(
     help="Archive Capture: scanned batches to validated, searchable PDF/A items.",
     no_args_is_help=True,
@@ -44,8 +42,10 @@ lookups_app = typer.Typer(
 )
 app.add_typer(lookups_app, name="lookups")
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # pydantic and Rich: imported when a command loads settings or prints
     from rich.console import Console
+
+    from pipeline.settings import Settings
 
     console: Console
     err_console: Console
@@ -70,6 +70,8 @@ def __getattr__(name: str) -> Any:
 
 def settings() -> Settings:
     """The settings, checked; a ConfigError names the key or file that is wrong."""
+    from pipeline.settings import load_settings
+
     config = load_settings()
     config.protect_home()
     return config
@@ -78,6 +80,7 @@ def settings() -> Settings:
 def working_settings() -> Settings:
     """Settings for a command that writes: the home folder made (owner-only), and every temporary
     file of this process and its children kept inside it."""
+    from pipeline.settings import load_settings
     from pipeline.tempfiles import use_private_tmp
 
     config = load_settings()

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, cast
 
 import typer
 
 from pipeline.cli import common
-from pipeline.cli.common import AsUserOption, BackendOption, acting_user, app, settings, working_settings
+from pipeline.cli.common import AsUserOption, BackendOption, acting_user, app, working_settings
 from pipeline.cli.session import principal, search_state
 from pipeline.errors import ConfigError, IndexUnavailable
 
 if TYPE_CHECKING:  # Rich is imported when there is something to print (not for --json)
     from rich.text import Text
+
+    from pipeline.settings import Settings
 
 
 def _marked(snippet: str, spans: list[tuple[int, int]] | list[list[int]]) -> Text:
@@ -50,8 +52,11 @@ def search(
 ) -> None:
     """Full-text search over archived pages (does not start Prefect). Every search is audited."""
     from pipeline.index.base import given_filters
+    from pipeline.settingsnap import search_settings
 
-    config = settings()
+    # the settings the full loader gave last time, when none of its inputs changed (no pydantic
+    # at start-up); the full loader otherwise, and for any backend but the embedded index
+    config = search_settings(full=backend not in (None, "sqlite"))
     name = backend or config.index.backend
     if name == "sqlite" and not config.index_path.exists():
         raise ConfigError(f"no index at {config.index_path}; run `capture run` first")
@@ -69,7 +74,7 @@ def search(
     # the state store without the ORM when it is current (pipeline.statedb): the same account
     # decision, grants and audit chain as every other route, at a fraction of the start-up
     with search_state(config) as store:
-        index = open_backend(config, name)
+        index = open_backend(cast("Settings", config), name)  # (a snapshot is SQLite's only)
         try:
             who = principal(store, as_user)
             result = audited_search(

@@ -9,10 +9,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 from pipeline.access import Principal, operator
 from pipeline.cli.common import acting_user
 from pipeline.errors import AccessDenied
-from pipeline.settings import Settings
 
 if TYPE_CHECKING:  # the service pulls in the page and packaging stack: imported when used
     from pipeline.service import ArchiveService
+    from pipeline.settings import Settings
+    from pipeline.settingsnap import SearchSettings
     from pipeline.statedb import Account
     from pipeline.store.schema import UserRow
 
@@ -58,7 +59,7 @@ def principal(store: PrincipalStore, as_user: str | None, *, strict: bool = True
 
 
 @contextmanager
-def search_state(settings: Settings) -> Iterator[PrincipalStore]:
+def search_state(settings: Settings | SearchSettings) -> Iterator[PrincipalStore]:
     """The state store for a search: the lean one (no ORM, pipeline.statedb) when the database
     is current, else the full store (which upgrades it, or says why it cannot be opened)."""
     from pipeline.statedb import LeanStore
