@@ -26,6 +26,7 @@ Searching at archive scale (a common word is on nearly every page of a million):
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import re
@@ -135,6 +136,9 @@ def impact_level(tf: int, length: int) -> int:
     if ratio < 2 ** (MIN_LEVEL / 4):
         return 0
     return min(MAX_LEVEL, int(4 * math.log2(ratio) + 1e-9))
+
+
+_impact_level = functools.lru_cache(maxsize=1 << 16)(impact_level)
 
 
 def tier_tokens(bigrams: Sequence[str], words: Sequence[str], length: int) -> list[str]:
@@ -541,9 +545,9 @@ class _Search:
                 score += weight * tf * (K1 + 1) / (tf + k)
                 matches = matches and tf > 0
             c.score, c.matches = score, matches
-            for term, parts, column in tiers:
+            for term, parts, column in tiers:  # the level rises with tf: the fewest sets it
                 text = columns.get(column, b"")
-                c.levels[term] = min(impact_level(text.count(part), c.length) for part in parts)
+                c.levels[term] = _impact_level(min(text.count(part) for part in parts), c.length)
 
     def weights(self) -> list[float]:
         """Each term's BM25 inverse document frequency (1 for a one-term query: it changes no order)."""
