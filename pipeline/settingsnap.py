@@ -11,7 +11,8 @@ when every input is byte for byte the same:
 
 - the text of config/default.toml, and the name and text of the CAPTURE_CONFIG file;
 - every environment variable whose name starts with CAPTURE_ (any case), names and values;
-- the working directory and HOME (a relative or `~` home folder resolves against them);
+- HOME, and the working directory unless CAPTURE_HOME names an absolute folder (a relative
+  home folder resolves against it; the CAPTURE_CONFIG file is taken by its resolved path);
 - pipeline/settings.py (the models, their defaults and checks) and the installed pydantic,
   pydantic-core and pydantic-settings (their files' size and time);
 
@@ -96,12 +97,15 @@ def _installed(package: str) -> str:
 def fingerprint() -> str:
     """Every input of `pipeline.settings.load_settings`, hashed."""
     named = os.environ.get("CAPTURE_CONFIG", "")
+    config = Path(named).expanduser()
+    home = os.environ.get("CAPTURE_HOME", "")
+    anchored = bool(home.strip()) and Path(home).expanduser().is_absolute()
     inputs = {
         "version": _VERSION,
         "default.toml": _file_bytes(_REPO_ROOT / "config" / "default.toml"),
-        "config": [named, _file_bytes(Path(named).expanduser()) if named.strip() else ""],
+        "config": [named, str(config.resolve()), _file_bytes(config)] if named.strip() else [named],
         "environment": sorted((k, v) for k, v in os.environ.items() if k.upper().startswith("CAPTURE_")),
-        "cwd": os.getcwd(),
+        "cwd": "" if anchored else os.getcwd(),
         "HOME": os.environ.get("HOME", ""),
         "settings.py": _file_bytes(_PACKAGE / "settings.py"),
         "pydantic": [_installed(p) for p in ("pydantic", "pydantic_core", "pydantic_settings")],
@@ -109,9 +113,12 @@ def fingerprint() -> str:
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def _home_guess() -> Path:
+def _home_guess() -> Path | None:
     """Where the snapshot would be: CAPTURE_HOME, else the default home (the snapshot's own
-    home must be this folder, or it is not used)."""
+    home must be this folder, or it is not used); None when more than one variable spells
+    CAPTURE_HOME (which of them the loader takes is not this module's to guess)."""
+    if sum(1 for name in os.environ if name.upper() == "CAPTURE_HOME") > 1:
+        return None
     home = os.environ.get("CAPTURE_HOME", "")
     return (Path(home).expanduser() if home.strip() else _REPO_ROOT / "capture-home").resolve()
 
@@ -125,6 +132,8 @@ def _mac(home: Path, body: str) -> str:
 def read_snapshot() -> SearchSettings | None:
     """The snapshot's settings if every input is unchanged, else None."""
     home = _home_guess()
+    if home is None:
+        return None
     path = home / SNAPSHOT
     try:
         stored = json.loads(path.read_text(encoding="utf-8"))

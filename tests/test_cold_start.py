@@ -470,3 +470,16 @@ def test_the_snapshot_holds_what_the_full_loader_gives(
     )
     monkeypatch.setenv("CAPTURE_INDEX__SNIPPET_CHARS", "45")
     assert read_snapshot() is None
+    # a relative home folder is this working directory's: elsewhere it is another folder
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CAPTURE_HOME", "home")
+    search_settings()
+    assert read_snapshot() is not None
+    (tmp_path / "sub" / "home").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "sub")
+    assert read_snapshot() is None and load_settings().home_dir == tmp_path / "sub" / "home"
+    # two spellings of CAPTURE_HOME: the loader's choice is not guessed
+    monkeypatch.chdir(tmp_path)
+    assert read_snapshot() is not None
+    monkeypatch.setenv("capture_home", "home")
+    assert read_snapshot() is None
