@@ -627,6 +627,7 @@ class _Search:
                 self.ids(expression, reach + 1 - matched, exclude=list(seen), match=False) if plain else []
             )
             if not plain or matched + len(fresh) > reach:
+                plain = False  # too many pages without the match: the lower levels hold more
                 fresh = self.ids(expression, reach + 1 - matched, exclude=list(seen))
                 if matched + len(fresh) > reach:
                     break
