@@ -60,7 +60,15 @@ def _text_layer_spaces(results: list[Any], work: Path) -> int:
         if not result.image_path:
             continue
         pdf = package.build_pdf(
-            [package.PackagePage(Path(result.image_path), result.image_format, result.dpi or 300, result.ocr)]
+            [
+                package.PackagePage(
+                    Path(result.image_path),
+                    result.image_format,
+                    result.dpi or 300,
+                    result.ocr,
+                    result.geometry,
+                )
+            ]
         )
         path = work / f"layer-{n}.pdf"
         pdf.save(path)
@@ -87,6 +95,7 @@ def run_page_step(spec: dict[str, Any]) -> None:
             "engine_threads": spec["threads"],
             "workers": spec["workers"],
             "min_line_confidence": 0.0,
+            **({"line_batch": spec["line_batch"]} if spec.get("line_batch") else {}),
         },
     )
     cache = settings.work_dir / "pages"

@@ -67,6 +67,10 @@ class OcrSettings(Section):
     tesseract_timeout: float = Field(180, gt=0)
     workers: int = Field(2, ge=1, le=64)
     engine_threads: int = Field(1, ge=1, le=64)
+    # Text lines the PP-OCR recogniser reads in one inference call (RapidOCR's rec_batch_num,
+    # 6 there). Lines of a batch are padded to the widest, and the recogniser's buffers grow with
+    # batch x width: 1 reads as well, faster and in less memory (benchmarks/README.md).
+    line_batch: int = Field(1, ge=1, le=64)
     # Chosen by measurement (benchmarks/README.md): 0.5 dropped real text on poor scans.
     min_line_confidence: float = Field(0.2, ge=0, le=1)
 

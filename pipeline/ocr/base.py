@@ -96,4 +96,5 @@ def create_engine(settings: OcrSettings) -> OcrEngine:
         threads=settings.engine_threads,
         min_confidence=settings.min_line_confidence,
         runtime=settings.rapidocr_runtime,
+        line_batch=settings.line_batch,
     )

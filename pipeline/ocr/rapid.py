@@ -54,6 +54,25 @@ class _SharedSession:
         return getattr(self._session, name)
 
 
+def _without_shape_cache(session: Any, threads: int) -> None:
+    """Compile RapidOCR's OpenVINO model again with the CPU plugin's cache of kernels per input
+    shape turned off (`CPU_RUNTIME_CACHE_CAPACITY`, which RapidOCR does not pass on): every new
+    text-line width added to it, so an engine's memory grew with the pages it had read. The same
+    kernels run, so the same text comes out (benchmarks/README.md)."""
+    from openvino import Core
+
+    compiled = Core().compile_model(
+        session.model,
+        "CPU",
+        {
+            "INFERENCE_NUM_THREADS": str(threads),
+            "ENABLE_CPU_PINNING": "False",
+            "CPU_RUNTIME_CACHE_CAPACITY": "0",
+        },
+    )
+    session.session = compiled.create_infer_request()
+
+
 class RapidOcrEngine:
     """One engine instance is used by one thread at a time (a lock guards it).
 
@@ -77,6 +96,7 @@ class RapidOcrEngine:
         min_confidence: float = 0.0,
         runtime: Literal["openvino", "onnxruntime"] = "openvino",
         detector: Any = None,
+        line_batch: int = 1,
     ) -> None:
         from rapidocr import EngineType, ModelType, OCRVersion, RapidOCR
 
@@ -94,6 +114,7 @@ class RapidOcrEngine:
                 "Det.model_type": ModelType(size),
                 "Rec.ocr_version": OCRVersion(generation),
                 "Rec.model_type": ModelType(size),
+                "Rec.rec_batch_num": line_batch,
             }
         )
         if runtime == "openvino":
@@ -111,14 +132,17 @@ class RapidOcrEngine:
                 self._ocr.text_det = copy.copy(detector)
             # RapidOCR loads its models on first use; load them now so a bad file fails here.
             det = self._ocr._load_det_model()
+            rec, cls = self._ocr._load_rec_model(), self._ocr._load_cls_model()
+            if runtime == "openvino":
+                for model in (rec, cls) if detector is not None else (det, rec, cls):
+                    _without_shape_cache(model.session, threads)
             if detector is None:
                 det.session = _SharedSession(det.session)
-            self._ocr._load_rec_model()
-            self._ocr._load_cls_model()
         except Exception as exc:  # noqa: BLE001 - any loader failure is the engine's
             raise OcrError(f"RapidOCR could not load {models} on {runtime}: {exc}") from exc
         self._lock = threading.Lock()
         self._threads = threads
+        self._line_batch = line_batch
         self.name = models
         self.runtime = runtime
         self.min_confidence = min_confidence
@@ -133,6 +157,7 @@ class RapidOcrEngine:
             min_confidence=self.min_confidence,
             runtime=self.runtime,
             detector=self._ocr.text_det,
+            line_batch=self._line_batch,
         )
 
     @staticmethod
