@@ -92,7 +92,7 @@ class ServiceUnavailable(CaptureError):
 
 
 class PrefectUnavailable(ServiceUnavailable):
-    """Server mode: the Prefect server could not be reached or refused a request."""
+    """The Prefect server could not be reached, refused a request, or (embedded) stopped while starting."""
 
 
 class StateUnavailable(ServiceUnavailable):

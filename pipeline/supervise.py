@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from pipeline.errors import CaptureError
+
 log = logging.getLogger(__name__)
 
 
@@ -122,6 +124,45 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+STARTING_PID = "CAPTURE_PREFECT_SERVER_PID"
+STARTING_LOG = "CAPTURE_PREFECT_SERVER_LOG"
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def await_prefect(environment: Mapping[str, str], seconds: float = 180.0) -> None:
+    """Wait until the embedded Prefect server named in `environment` answers; an error naming
+    its log at once if it stopped while starting, or after `seconds`. Nothing to wait for when
+    the environment names no server of ours (server mode, or Prefect's own temporary server)."""
+    import httpx
+
+    from pipeline.errors import PrefectUnavailable
+
+    url, pid = environment.get("PREFECT_API_URL"), environment.get(STARTING_PID)
+    if not url or not pid:
+        return
+    log_file = environment.get(STARTING_LOG, "its log")
+    deadline = time.monotonic() + seconds
+    with httpx.Client(timeout=5) as client:
+        while True:
+            try:
+                if client.get(f"{url}/health").status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if not _running(int(pid)):
+                raise PrefectUnavailable(f"Prefect's server stopped while starting; see {log_file}")
+            if time.monotonic() > deadline:
+                raise PrefectUnavailable(f"Prefect's server did not start in {seconds:.0f} s; see {log_file}")
+            time.sleep(0.1)
+
+
 class EmbeddedPrefect:
     """Prefect's own API server for one command, as a child that dies with it.
 
@@ -129,15 +170,19 @@ class EmbeddedPrefect:
     started by us so that the kernel ends it with its parent instead of leaving it behind when
     the parent is killed. Used when no PREFECT_API_URL is set (the embedded mode)."""
 
-    def __init__(self, prefect_home: Path, log_file: Path, startup_seconds: float = 180.0) -> None:
+    def __init__(
+        self, prefect_home: Path, log_file: Path, startup_seconds: float = 180.0, *, wait: bool = True
+    ) -> None:
         self.prefect_home = prefect_home
         self.log_file = log_file
         self.startup_seconds = startup_seconds
+        self.wait = wait
         self.child: Child | None = None
         self.api_url = ""
 
     def __enter__(self) -> EmbeddedPrefect:
-        import httpx
+        """Start the server; with `wait` (the default) return once it answers, else at once (the
+        batch process then waits for it with `await_prefect`, after beginning its pages)."""
         import prefect
 
         port = _free_port()
@@ -169,26 +214,22 @@ class EmbeddedPrefect:
         with self.log_file.open("ab") as output:
             self.child = start("uvicorn", args, name="prefect-server", env=env, stdout=output, stderr=output)
         self.api_url = f"http://127.0.0.1:{port}/api"
-        deadline = time.monotonic() + self.startup_seconds
-        with httpx.Client(timeout=5) as client:
-            while True:
-                if self.child.process.poll() is not None:
-                    code = self.child.process.returncode
-                    self.child.kill_group()
-                    why = describe_exit(code)
-                    raise RuntimeError(
-                        f"Prefect's server stopped while starting ({why}); see {self.log_file}"
-                    )
-                try:
-                    if client.get(f"{self.api_url}/health").status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    self.child.stop(grace=2)
-                    raise RuntimeError(f"Prefect's server did not start in time; see {self.log_file}")
-                time.sleep(0.2)
+        if self.wait:
+            try:
+                await_prefect(self.environment(), self.startup_seconds)
+            except CaptureError:
+                self.child.stop(grace=2)
+                raise
         return self
+
+    def environment(self) -> dict[str, str]:
+        """What a batch process needs to find this server (and to wait for it while it starts)."""
+        assert self.child is not None, "the server is not started"
+        return {
+            "PREFECT_API_URL": self.api_url,
+            STARTING_PID: str(self.child.process.pid),
+            STARTING_LOG: str(self.log_file),
+        }
 
     def __exit__(self, *exc: object) -> None:
         if self.child is not None:

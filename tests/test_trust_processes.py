@@ -255,3 +255,26 @@ def test_the_search_clusters_password_reaches_the_batch_process(
         assert refused.returncode == 6 and "401" in refused.stderr and "Traceback" not in refused.stderr
     finally:
         proxy.close()
+
+
+def test_capture_run_names_the_prefect_servers_log_when_it_cannot_start(tmp_path, samples_module) -> None:  # type: ignore[no-untyped-def]
+    """`capture run` starts its pages while its Prefect server starts; a server that stops while
+    starting ends the command with exit 8 and its log named, and the batch folder untouched."""
+    batch = tmp_path / "batch"
+    _item(samples_module, batch / "R-0001", "第1件", 1)
+    before = sorted((p.relative_to(batch), p.read_bytes()) for p in batch.rglob("*") if p.is_file())
+    home = tmp_path / f"home-{uuid.uuid4().hex[:6]}"
+    env = {
+        **os.environ,
+        "CAPTURE_HOME": str(home),
+        # a database the server cannot create: it exits during its start-up
+        "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{tmp_path}/no-such-folder/prefect.db",
+    }
+    done = subprocess.run([*CAPTURE, "run", str(batch)], env=env, capture_output=True, text=True, timeout=170)
+    assert done.returncode == 8, done.stdout + done.stderr
+    log = home / "logs" / "prefect-server.log"
+    said = " ".join((done.stdout + done.stderr).split())  # Rich wraps long lines
+    assert f"Prefect's server stopped while starting; see {log}".replace(" ", "") in said.replace(" ", "")
+    assert "Traceback" not in done.stdout + done.stderr
+    assert sorted((p.relative_to(batch), p.read_bytes()) for p in batch.rglob("*") if p.is_file()) == before
+    assert not list((home / "archive").rglob("*.pdf"))

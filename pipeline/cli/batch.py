@@ -95,9 +95,11 @@ def _submit(batch_dir: Path, batch_id: str, settings: Settings, columns: Any) ->
 
 
 @contextmanager
-def prefect_api(settings: Settings, own: str = "") -> Iterator[dict[str, str]]:
+def prefect_api(settings: Settings, own: str = "", *, ready: bool = True) -> Iterator[dict[str, str]]:
     """The environment for batch processes: a Prefect server that dies with this command (the
-    embedded mode), or, in server mode, the cluster's."""
+    embedded mode), or, in server mode, the cluster's. `ready=False` returns while the embedded
+    server is still starting: the batch process begins its pages meanwhile and waits for it
+    before the flow run (`pipeline.supervise.await_prefect`)."""
     from pipeline.supervise import EmbeddedPrefect
 
     if settings.server.mode == "server":
@@ -112,8 +114,8 @@ def prefect_api(settings: Settings, own: str = "") -> Iterator[dict[str, str]]:
         yield env
         return
     home = Path(env["PREFECT_HOME"])
-    with EmbeddedPrefect(home, settings.home_dir / "logs" / "prefect-server.log") as server:
-        env["PREFECT_API_URL"] = server.api_url
+    with EmbeddedPrefect(home, settings.home_dir / "logs" / "prefect-server.log", wait=ready) as server:
+        env.update(server.environment())
         yield env
 
 
@@ -197,7 +199,10 @@ def run(
     if submit or settings.server.mode == "server":
         report = _submit(batch_dir.resolve(), layout.batch_id, settings, columns)
     else:
-        with prefect_api(settings) as env, Progress(*columns, console=console, transient=False) as progress:
+        with (
+            prefect_api(settings, ready=False) as env,
+            Progress(*columns, console=console, transient=False) as progress,
+        ):
             try:
                 report = run_attempts(batch_dir, settings, RichObserver(progress), env=env, on_death=died)
             except BatchDied as exc:

@@ -19,6 +19,7 @@ them over in memory, a worker reads its own.
 from __future__ import annotations
 
 import logging
+import os
 import time
 import uuid
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ from pipeline.progress import observer
 from pipeline.report import BatchReport
 from pipeline.settings import Settings, load_settings
 from pipeline.store import Store, open_store
+from pipeline.supervise import await_prefect
 
 log = logging.getLogger(__name__)
 # Settings handed to a flow run in this process, by reference (secrets stay in memory), and the
@@ -262,6 +264,7 @@ def run_batch(
     if ahead is not None:
         _AHEAD[ref] = ahead
     try:
+        await_prefect(os.environ)  # `capture run` starts its server beside the pages
         return flow_run(str(batch_dir), batch_id, manifest, ref)  # type: ignore[no-any-return]
     finally:
         _LIVE_SETTINGS.pop(ref, None)
