@@ -483,3 +483,35 @@ def test_the_snapshot_holds_what_the_full_loader_gives(
     assert read_snapshot() is not None
     monkeypatch.setenv("capture_home", "home")
     assert read_snapshot() is None
+
+
+def test_lean_searches_and_orm_appends_at_once_build_one_chain(tmp_path: Path, database_url: str) -> None:
+    import threading
+
+    home, state_url, store = _home_on(tmp_path, database_url)
+    env = {**os.environ, "CAPTURE_HOME": str(home), "CAPTURE_USER": "tester"}
+    env.pop("CAPTURE_STATE__URL", None)
+    if state_url:
+        env["CAPTURE_STATE__URL"] = state_url
+    searches = [
+        subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli", "search", "理赔申请"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(4)
+    ]
+
+    def orm_appends() -> None:
+        for n in range(10):
+            store.audit("orm", "test.append", str(n))
+
+    thread = threading.Thread(target=orm_appends)
+    thread.start()
+    thread.join()
+    assert [p.wait(timeout=120) for p in searches] == [0] * 4
+    check = store.verify_audit_chain()
+    assert check.intact and check.rows == 14, check.problems
+    assert len(store.audit_log("search")) == 4 and len(store.audit_log("test.append")) == 10
+    store.close()
