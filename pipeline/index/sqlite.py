@@ -223,7 +223,6 @@ class _Candidate:
     length: int
     fields: dict[str, str]
     score: float = 0.0
-    matches: bool = True  # every query term counted on the page
     levels: dict[str, int] = field(default_factory=dict)  # a query term's impact level on the page
 
 
@@ -529,22 +528,28 @@ class _Search:
         )
         return [int(r[0]) for r in rows]
 
-    def score(self, candidates: list[_Candidate], weights: list[float], tiered: Sequence[str] = ()) -> None:
-        """BM25 of each page, from its analysed tokens; with `tiered`, also each of those terms'
-        impact level on the page as its tier tokens say it (the lowest of its bigrams' levels)."""
-        tokens = self._tokens([c.id for c in candidates])
+    def score(
+        self,
+        candidates: list[_Candidate],
+        weights: list[float],
+        tiered: Sequence[str] = (),
+        tokens: dict[int, dict[str, bytes]] | None = None,
+    ) -> None:
+        """BM25 of each page, from its analysed tokens (`_tokens`, read unless given); with
+        `tiered`, also each of those terms' impact level on the page as its tier tokens say it
+        (the lowest of its bigrams' levels)."""
+        if tokens is None:
+            tokens = self._tokens([c.id for c in candidates])
         needles = [(_needle(t), _column(t)) for t in self.terms]
         tiers = [(t, [_needle(token) for token in _tier_tokens_of(t)], _column(t)) for t in tiered]
         for c in candidates:
             columns = tokens.get(c.id, {})
             k = saturation(c.length)
             score = 0.0
-            matches = True
             for weight, (needle, column) in zip(weights, needles, strict=True):
                 tf = columns.get(column, b"").count(needle)
                 score += weight * tf * (K1 + 1) / (tf + k)
-                matches = matches and tf > 0
-            c.score, c.matches = score, matches
+            c.score = score
             for term, parts, column in tiers:  # the level rises with tf: the fewest sets it
                 text = columns.get(column, b"")
                 c.levels[term] = _impact_level(min(text.count(part) for part in parts), c.length)
@@ -609,7 +614,8 @@ class _Search:
         exact = all(len(_tier_tokens_of(t)) == 1 for t in tierable)  # every page asked for admitted
         reach = budget if exact else 2 * budget  # pages asked for at most
         head: list[_Candidate] = []  # the pages admitted so far, by score
-        seen: dict[int, _Candidate] = {}  # the pages asked for so far
+        seen: set[int] = set()  # the pages asked for so far
+        pool: dict[int, _Candidate] = {}  # those that match, scored
         steps = dict.fromkeys(tierable, 0)  # each term's floor, as an index into LEVEL_STEPS
         # the pages the first floors admit; then, each time one term's floor is lowered, only
         # the pages its new levels admit (the others are known already)
@@ -618,27 +624,28 @@ class _Search:
         # The tier tokens and the filters alone (FTS5 checks every term of an AND at each page
         # one of them proposes, and a common word costs a seek in each segment) where the terms
         # are plain (common CJK characters, Latin letters and digits: FTS5 reads them as we do,
-        # so a page matches exactly when `score` counts every term on it); the match in the FTS
-        # query when that would read too many pages.
+        # so a page matches exactly when every term is counted on it: only those are loaded and
+        # scored); the match in the FTS query when that would read too many pages.
         plain = all(_PLAIN.fullmatch(t) for t in self.terms)
-        matched = 0  # the pages asked for that match
+        needles = [(_column(t), _needle(t)) for t in self.terms]
         while steps:
-            fresh = (
-                self.ids(expression, reach + 1 - matched, exclude=list(seen), match=False) if plain else []
-            )
-            if not plain or matched + len(fresh) > reach:
+            room = reach + 1 - len(pool)
+            fresh = self.ids(expression, room, exclude=list(seen), match=False) if plain else []
+            cheap = plain and len(pool) + len(fresh) <= reach
+            if not cheap:
                 plain = False  # too many pages without the match: the lower levels hold more
-                fresh = self.ids(expression, reach + 1 - matched, exclude=list(seen))
-                if matched + len(fresh) > reach:
+                fresh = self.ids(expression, room, exclude=list(seen))
+                if len(pool) + len(fresh) > reach:
                     break
+            seen.update(fresh)
+            tokens = self._tokens(fresh)
+            if cheap:  # the pages where every term is counted
+                fresh = [i for i in fresh if all(tokens.get(i, {}).get(c, b"").count(n) for c, n in needles)]
             new = self.load(fresh, catalogue=False)
-            self.score(new, weights, () if exact else tierable)
-            seen.update((c.id, c) for c in new)
-            matched += sum(1 for c in new if c.matches)
-            if matched > reach:
-                break
+            self.score(new, weights, () if exact else tierable, tokens)
+            pool.update((c.id, c) for c in new)
             floors = {t: LEVEL_STEPS[n] for t, n in steps.items()}
-            admitted = [c for c in seen.values() if c.matches]
+            admitted = list(pool.values())
             if not exact:
                 admitted = [c for c in admitted if any(c.levels[t] >= f for t, f in floors.items())]
             if len(admitted) > budget:
