@@ -26,19 +26,20 @@ def _cpu_seconds() -> float:
 
 
 def run_pipeline(batch: str, catalogue: str) -> None:
-    os.environ.setdefault("PREFECT_HOME", str(Path(os.environ["CAPTURE_HOME"]) / "prefect"))
-    from pipeline.catalog import read_catalogue
-    from pipeline.flows.batch import run_batch
-    from pipeline.settings import load_settings
-    from pipeline.store import Store
-
-    settings = load_settings()
-    settings.ensure_dirs()
-    store = Store(settings.state_url)
-    store.import_catalogue(read_catalogue(Path(catalogue)).entries, catalogue)
-    store.close()
-    report = run_batch(Path(batch), settings)
-    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    """`capture run` itself in a process of its own, as a user runs it (its Prefect server, its
+    batch process): the report's flow seconds, the largest process's peak memory (the batch
+    process, which holds the engines) and the CPU seconds of everything it started."""
+    home = Path(os.environ["CAPTURE_HOME"])
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "run", batch, "--catalogue", catalogue],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"capture run failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    report_path = max((home / "reports").glob("*.json"), key=lambda p: p.stat().st_mtime)
+    report = json.loads(report_path.read_text(encoding="utf-8"))
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     print(
         json.dumps(
             {
