@@ -54,23 +54,24 @@ class _SharedSession:
         return getattr(self._session, name)
 
 
-def _without_shape_cache(session: Any, threads: int) -> None:
-    """Compile RapidOCR's OpenVINO model again with the CPU plugin's cache of kernels per input
-    shape turned off (`CPU_RUNTIME_CACHE_CAPACITY`, which RapidOCR does not pass on): every new
-    text-line width added to it, so an engine's memory grew with the pages it had read. The same
-    kernels run, so the same text comes out (benchmarks/README.md)."""
-    from openvino import Core
+def _openvino_without_shape_cache() -> None:
+    """Have RapidOCR's OpenVINO sessions compiled with the CPU plugin's cache of kernels per
+    input shape turned off (`CPU_RUNTIME_CACHE_CAPACITY` 0; RapidOCR passes only its own list of
+    properties): every new text-line width was added to it, so an engine's memory grew with the
+    pages it had read. The same kernels run, so the same text comes out (benchmarks/README.md)."""
+    from rapidocr.inference_engine.openvino import main as openvino_session
 
-    compiled = Core().compile_model(
-        session.model,
-        "CPU",
-        {
-            "INFERENCE_NUM_THREADS": str(threads),
-            "ENABLE_CPU_PINNING": "False",
-            "CPU_RUNTIME_CACHE_CAPACITY": "0",
-        },
-    )
-    session.session = compiled.create_infer_request()
+    config: Any = openvino_session.CPUConfig
+    if getattr(config, "shape_cache_off", False):
+        return
+
+    class WithoutShapeCache(config):  # type: ignore[misc, valid-type]
+        shape_cache_off = True
+
+        def get_config(self) -> dict[str, Any]:
+            return {**super().get_config(), "CPU_RUNTIME_CACHE_CAPACITY": "0"}
+
+    openvino_session.CPUConfig = WithoutShapeCache
 
 
 class RapidOcrEngine:
@@ -131,11 +132,11 @@ class RapidOcrEngine:
             if detector is not None:  # a sibling's: its own copy of the detector, the session shared
                 self._ocr.text_det = copy.copy(detector)
             # RapidOCR loads its models on first use; load them now so a bad file fails here.
-            det = self._ocr._load_det_model()
-            rec, cls = self._ocr._load_rec_model(), self._ocr._load_cls_model()
             if runtime == "openvino":
-                for model in (rec, cls) if detector is not None else (det, rec, cls):
-                    _without_shape_cache(model.session, threads)
+                _openvino_without_shape_cache()
+            det = self._ocr._load_det_model()
+            self._ocr._load_rec_model()
+            self._ocr._load_cls_model()
             if detector is None:
                 det.session = _SharedSession(det.session)
         except Exception as exc:  # noqa: BLE001 - any loader failure is the engine's
