@@ -195,6 +195,9 @@ class EmbeddedPrefect:
             "PREFECT__SERVER_FINAL": "1",
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "DO_NOT_TRACK": "1",
+            # we use no Prefect blocks; registering its ~50 block types cost a CPU second at the
+            # first start, while the pages are being read
+            "PREFECT_API_BLOCKS_REGISTER_ON_START": "false",
         }
         env.pop("PREFECT_API_URL", None)
         args = [

@@ -18,10 +18,11 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
+from prefect.utilities.annotations import quote
 
 from pipeline import batchplan, process
 from pipeline.batchplan import ItemPlan
@@ -34,6 +35,7 @@ from pipeline.settings import Settings
 from pipeline.store import ItemRow, Store, open_store
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 # ---------------------------------------------------------------- the pages
@@ -140,6 +142,13 @@ def index_item_task(item: ItemResult, visible: bool, index: SearchBackend, store
     return index_or_mark(index, store, process.index_document(item, visible=visible))
 
 
+def _plain(value: T) -> T:
+    """A task argument Prefect takes as it is: without quote() it walks every argument (each
+    page's lines and boxes) on every task call, looking for futures and states to link; ours are
+    plain values (the cost: the Prefect UI draws no arrows between an item's tasks)."""
+    return cast(T, quote(value))
+
+
 def _reused(plan: ItemPlan, settings: Settings) -> ItemResult | None:
     return process.reuse_packaged(settings.archive_dir, plan.archive_code, plan.input_key)
 
@@ -163,14 +172,17 @@ def finish_item(
                 )
                 item.verdict = Verdict.FAILED
             else:
-                item = package_item_task(verify_item_task(plan, pages, settings), plan, batch_id, settings)
+                verified = verify_item_task(_plain(plan), _plain(pages), _plain(settings))
+                item = package_item_task(_plain(verified), _plain(plan), batch_id, _plain(settings))
     except Exception as exc:  # noqa: BLE001 - a failed item does not fail the batch
         log.exception("packaging %s failed", plan.archive_code)
         item = ItemResult(plan.archive_code, plan.entry, pages=pages)
         item.findings.append(Finding("package_failed", f"packaging failed: {exc}", Severity.ERROR))
         item.verdict = Verdict.FAILED
-    row = record_item_task(item, batch_id, store)
-    problem = index_item_task(item, row.visible, index, store) if item.pdf_path else None
+    row = record_item_task(_plain(item), batch_id, _plain(store))
+    problem = (
+        index_item_task(_plain(item), row.visible, _plain(index), _plain(store)) if item.pdf_path else None
+    )
     return item, problem
 
 

@@ -71,7 +71,7 @@ def _openvino_without_shape_cache() -> None:
         def get_config(self) -> dict[str, Any]:
             return {**super().get_config(), "CPU_RUNTIME_CACHE_CAPACITY": "0"}
 
-    openvino_session.CPUConfig = WithoutShapeCache
+    openvino_session.CPUConfig = WithoutShapeCache  # type: ignore[misc]
 
 
 class RapidOcrEngine:
