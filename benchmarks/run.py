@@ -135,16 +135,27 @@ def bare_engine(
 
 
 def pipeline_run(
-    batch: Path, home: Path, workers: int | None = None, engine: str | None = None
+    batch: Path, home: Path, workers: int | None = None, engine: str | None = None, used_home: bool = False
 ) -> dict[str, Any]:
-    """`capture run` in a fresh process: wall time (with Prefect start-up) and the flow's own time."""
-    catalogue = home.parent / f"{home.name}-catalogue.csv"
-    write_catalogue(batch, catalogue)
+    """`capture run` in a fresh process: wall time (with Prefect start-up) and the flow's own time.
+
+    `used_home`: the home has run a batch before (a one-page batch of other pages, untimed), as
+    an office's has: Prefect's database exists, so its server starts without creating it."""
     env = {**os.environ, "CAPTURE_HOME": str(home)}
     if workers is not None:
         env["CAPTURE_OCR__WORKERS"] = str(workers)
     if engine is not None:
         env["CAPTURE_OCR__ENGINE"] = engine
+    if used_home:
+        earlier = home.parent / f"{home.name}-earlier"
+        make_batch(earlier, 1, seed=99)
+        _child_run(earlier, home, env)
+    return _child_run(batch, home, env)
+
+
+def _child_run(batch: Path, home: Path, env: dict[str, str]) -> dict[str, Any]:
+    catalogue = home.parent / f"{home.name}-{batch.name}-catalogue.csv"
+    write_catalogue(batch, catalogue)
     started = time.perf_counter()
     result = subprocess.run(
         [sys.executable, "-m", "benchmarks.child", "run", str(batch), str(catalogue)],
@@ -201,11 +212,17 @@ def bench_throughput(work: Path, pages: int, quick: bool, references: bool = Tru
     best_cpu = measured[best_name][1]
     # The same engine on the onnxruntime runtime (the default before OpenVINO), for the record.
     onnx = None if quick or not references else bare_engine(files, 2, 1, runtime="onnxruntime")
-    run = pipeline_run(batch, work / "throughput-home")
+    run = pipeline_run(batch, work / "throughput-home", used_home=not quick)
+    # the first batch of a new home: Prefect's server creates its database meanwhile
+    fresh = None if quick else pipeline_run(batch, work / "throughput-home-new")
     # ocr.workers = 1 beside the default 2, against one engine with one thread: the scaling
-    single = None if quick else pipeline_run(batch, work / "throughput-home-1", workers=1)
+    single = None if quick else pipeline_run(batch, work / "throughput-home-1", workers=1, used_home=True)
     # the whole pipeline with the PP-OCRv4 models it used before PP-OCRv6 (issue 13's comparison)
-    ppocrv4 = None if quick else pipeline_run(batch, work / "throughput-home-v4", engine="rapidocr-ppocrv4")
+    ppocrv4 = (
+        None
+        if quick
+        else pipeline_run(batch, work / "throughput-home-v4", engine="rapidocr-ppocrv4", used_home=True)
+    )
     ocrmypdf = (
         None
         if quick or not references
@@ -246,6 +263,15 @@ def bench_throughput(work: Path, pages: int, quick: bool, references: bool = Tru
             "ratio_vs_bare_wall": round(one / single["wall_seconds"], 3),
             "ratio_vs_bare_flow": round(one / single["seconds"], 3),
             "scaling_2_workers_vs_1_wall": round(single["wall_seconds"] / run["wall_seconds"], 2),
+        }
+    if fresh is not None:
+        result["new_home"] = {
+            "pipeline_flow_seconds": round(fresh["seconds"], 1),
+            "pipeline_wall_seconds": round(fresh["wall_seconds"], 1),
+            "pipeline_cpu_seconds": fresh["cpu_seconds"],
+            "pipeline_pages_per_min_wall": round(ppm(fresh["wall_seconds"]), 1),
+            "pipeline_peak_rss_mb": fresh["peak_rss_mb"],
+            "ratio_vs_bare_wall": round(best / fresh["wall_seconds"], 3),
         }
     if ppocrv4 is not None:
         result["pipeline_ppocrv4"] = {
@@ -627,6 +653,15 @@ def print_table(results: dict[str, Any]) -> None:
                 f"{w1['bare_pages_per_min_per_core']} bare engine 1 x 1",
                 str(w1["ratio_vs_bare_wall"]),
                 f"2 workers: {w1['scaling_2_workers_vs_1_wall']}x",
+            )
+        new = t.get("new_home")
+        if new:
+            table.add_row(
+                "pages/min (wall), 2 workers, the first batch of a new home",
+                str(new["pipeline_pages_per_min_wall"]),
+                f"{t['bare_pages_per_min']} bare engine",
+                str(new["ratio_vs_bare_wall"]),
+                ">= 0.9",
             )
         v4 = t.get("pipeline_ppocrv4")
         if v4:
