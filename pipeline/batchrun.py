@@ -265,7 +265,6 @@ class _Emitter:
 
 
 def main() -> None:
-    from pipeline.flows.batch import run_batch
     from pipeline.progress import set_observer
     from pipeline.tempfiles import use_private_tmp
 
@@ -276,6 +275,12 @@ def main() -> None:
         settings = Settings(**job["settings"])
         settings.ensure_dirs()
         use_private_tmp(settings.home_dir)
+        if settings.server.mode != "server":  # the engines compile while Prefect is imported
+            from pipeline import process
+
+            process.engine_pool(settings).load_in_background(settings.ocr.workers)
+        from pipeline.flows.batch import run_batch
+
         set_observer(emitter)
         report = run_batch(Path(job["batch_dir"]), settings, job.get("batch_id"), job.get("manifest"))
     except CaptureError as exc:

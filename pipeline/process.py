@@ -111,6 +111,8 @@ class EnginePool:
         self._first: OcrEngine | None = None
         self._creating = threading.Lock()
         self._created = 0
+        self._promised = False
+        self._failed: BaseException | None = None
 
     def _create(self) -> OcrEngine:
         with self._creating:
@@ -126,12 +128,30 @@ class EnginePool:
         while self._created < count:
             self._idle.put(self._create())
 
+    def load_in_background(self, count: int) -> None:
+        """Begin creating `count` engines in a thread, while the process goes on importing and
+        planning; pages wait for these engines instead of creating more of their own."""
+        self._promised = True
+
+        def load() -> None:
+            try:
+                self.load(count)
+            except BaseException as exc:  # noqa: BLE001 - handed to the pages waiting for an engine
+                self._failed = exc
+                self._idle.put(None)  # type: ignore[arg-type]
+
+        threading.Thread(target=load, name="engine-load", daemon=True).start()
+
     @contextmanager
     def engine(self) -> Iterator[OcrEngine]:
         try:
             engine = self._idle.get_nowait()
         except queue.Empty:
-            engine = self._create()
+            engine = self._idle.get() if self._promised else self._create()
+        if engine is None:  # the background load failed: every page waiting is told why
+            self._idle.put(None)  # type: ignore[arg-type]
+            assert self._failed is not None
+            raise self._failed
         try:
             yield engine
         finally:
@@ -152,11 +172,17 @@ class EnginePool:
 _POOLS: dict[str, EnginePool] = {}
 
 
+_POOLS_LOCK = threading.Lock()
+
+
 def engine_pool(settings: Settings) -> EnginePool:
+    """The process's pool for these OCR settings. Locked: the page threads ask for it at the same
+    moment when a batch begins, and two pools meant a second full engine (its own detector)."""
     key = settings.ocr.model_dump_json()
-    if key not in _POOLS:
-        _POOLS[key] = EnginePool(settings)
-    return _POOLS[key]
+    with _POOLS_LOCK:
+        if key not in _POOLS:
+            _POOLS[key] = EnginePool(settings)
+        return _POOLS[key]
 
 
 # ---------------------------------------------------------------- pages
