@@ -118,3 +118,53 @@ def test_engines_of_one_pool_share_one_detector_and_read_alike_at_once(samples_m
         got = list(threads.map(read, range(len(pages))))
     assert got == expected
     assert "养老保险待遇核定表" in "".join(line.text for line in got[0])
+
+
+def test_page_threads_asking_at_once_share_one_engine_pool(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Two pools for the same settings meant a second full engine (its own text detector)."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pipeline import process
+    from pipeline.settings import Settings
+
+    settings = Settings(home=str(tmp_path), ocr={"engine": "tesseract", "workers": 3})  # type: ignore[arg-type]
+    start = threading.Barrier(8)
+
+    def ask(_: int) -> int:
+        start.wait()
+        return id(process.engine_pool(settings))
+
+    with ThreadPoolExecutor(8) as pool:
+        assert len(set(pool.map(ask, range(8)))) == 1
+
+
+def test_engines_loaded_in_the_background_are_the_only_ones(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Pages that begin while the engines load wait for them rather than making their own; a
+    load that fails is the error of every page waiting."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pipeline.errors import OcrError
+    from pipeline.process import EnginePool
+    from pipeline.settings import Settings
+
+    settings = Settings(home=str(tmp_path), ocr={"engine": "tesseract", "workers": 2})  # type: ignore[arg-type]
+    pool = EnginePool(settings)
+    pool.load_in_background(2)
+
+    def borrow(_: int) -> int:
+        with pool.engine() as engine:
+            return id(engine)
+
+    with ThreadPoolExecutor(6) as threads:
+        assert len(set(threads.map(borrow, range(30)))) <= 2
+    assert pool._created <= 2
+
+    broken = EnginePool(
+        Settings(home=str(tmp_path), ocr={"engine": "rapidocr", "rapidocr_runtime": "openvino"})
+    )  # type: ignore[arg-type]
+    broken._settings = broken._settings.model_copy(update={"engine": "no-such-models"})
+    broken.load_in_background(2)
+    for _ in range(3):
+        with pytest.raises(OcrError), broken.engine():
+            pass
