@@ -276,8 +276,9 @@ def main() -> None:
         settings.ensure_dirs()
         use_private_tmp(settings.home_dir)
         if settings.server.mode != "server":  # the engines compile while Prefect is imported
-            from pipeline import process
+            from pipeline import ocr, process
 
+            ocr.import_engine(settings.ocr)  # imports in this thread: no import lock shared with the loader
             process.engine_pool(settings).load_in_background(settings.ocr.workers)
         from pipeline.flows.batch import run_batch
 

@@ -11,6 +11,7 @@ across the cut. Where Latin text or digits meet across a gap, the gap (a word sp
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import statistics
@@ -56,6 +57,8 @@ class PackagePage:
     # A kept source JPEG: how the cleanup maps its pixels onto the cleaned page. The JPEG's own
     # bytes become the image, drawn through this map; the page is the cleaned page's size.
     geometry: PageGeometry | None = None
+    # A kept source JPEG: the SHA-256 of the page that was read; the bytes stored must have it.
+    source_sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -157,9 +160,14 @@ def source_jpeg_facts(path: Path) -> tuple[JpegFacts | None, str]:
         data = path.read_bytes()
     except OSError as exc:
         return None, f"cannot be read again ({exc.strerror})"
+    return jpeg_facts(data)
+
+
+def jpeg_facts(data: bytes) -> tuple[JpegFacts | None, str]:
+    """`source_jpeg_facts` of bytes already read."""
     if data[:2] != b"\xff\xd8":
         return None, "does not start as a JPEG"
-    pos, facts = 2, None
+    pos, facts, adobe, component_ids = 2, None, False, b""
     while pos + 4 <= len(data):
         if data[pos] != 0xFF:
             return None, "has a damaged marker sequence"
@@ -192,11 +200,17 @@ def source_jpeg_facts(path: Path) -> tuple[JpegFacts | None, str]:
             if height == 0 or width == 0:
                 return None, "gives its height after the first scan (DNL)"
             facts = JpegFacts(width, height, components)
+            component_ids = bytes(body[6 + 3 * n] for n in range(components) if 6 + 3 * n < len(body))
+        if marker == 0xEE and body[:5] == b"Adobe":
+            adobe = True
         if marker == 0xDA:  # start of scan: the headers are over
             break
         pos += 2 + length
     if facts is None:
         return None, "has no frame header a PDF reader knows"
+    if facts.components == 3 and component_ids == b"RGB" and not adobe:
+        # decoders take components named R, G, B as RGB; a PDF reader takes them as YCbCr
+        return None, "stores RGB without the marker that tells a PDF reader so (its colours would change)"
     try:
         with Image.open(io.BytesIO(data)) as img:
             fmt, mode, size = img.format, img.mode, img.size
@@ -248,11 +262,17 @@ def _image_xobject(pdf: Pdf, page: PackagePage) -> tuple[Stream, int, int]:
     one holding only black and white) as CCITT Group 4; grey as Flate with PNG predictors; colour
     as Flate. Every lossless encoding gives back exactly the cleaned page's pixels."""
     if page.geometry is not None:
-        facts, why = source_jpeg_facts(page.image_path)
+        data = page.image_path.read_bytes()  # read once: the bytes checked are the bytes stored
+        if page.source_sha256 and hashlib.sha256(data).hexdigest() != page.source_sha256:
+            raise ValueError(
+                f"{page.image_path.name}: the work folder's copy of the source JPEG is not the page "
+                "that was read (its SHA-256 differs); nothing was archived, run the batch again"
+            )
+        facts, why = jpeg_facts(data)
         if facts is None:
             raise ValueError(f"{page.image_path.name} {why}; it cannot be drawn as the page")
         width, height = facts.width, facts.height
-        stream = Stream(pdf, page.image_path.read_bytes())
+        stream = Stream(pdf, data)
         stream.Filter = Name.DCTDecode
         colour, bits = (Name.DeviceGray if facts.components == 1 else Name.DeviceRGB), 8
         return _image_dictionary(stream, width, height, colour, bits), width, height

@@ -80,7 +80,7 @@ def settings_fingerprint(settings: Settings) -> str:
 _MMAP_THRESHOLD = 8 << 20
 
 
-def _return_large_blocks_to_the_system() -> None:
+def _return_large_blocks_to_the_system() -> None:  # called by every process that makes OCR engines
     """glibc serves an allocation from its heaps below a threshold that rises, by default, to the
     size of the largest block freed (up to 32 MB), so a page's images and the engines' buffers
     end up in heaps that only grow. A fixed 8 MB threshold maps larger blocks and unmaps them
@@ -267,9 +267,20 @@ def _cached_page(path: Path) -> PageResult | None:
         return None
     if result.image_format == "jpeg" and not result.image_encoding:
         return None  # made when every JPEG page was written again: made again, keeping the source
-    if result.error or (result.image_path and Path(result.image_path).exists()):
+    if result.error:
         return result
-    return None
+    if not result.image_path or not Path(result.image_path).exists():
+        return None
+    if result.geometry is not None and not _same_bytes(Path(result.image_path), result.source_sha256):
+        return None  # a kept source JPEG whose copy changed: read the page again from its snapshot
+    return result
+
+
+def _same_bytes(path: Path, sha256: str) -> bool:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest() == sha256
+    except OSError:
+        return False
 
 
 def process_page(
@@ -599,6 +610,7 @@ def package_verified(item: ItemResult, input_key: str, batch_id: str, settings: 
                     p.dpi or settings.imaging.default_dpi,
                     p.ocr,
                     p.geometry,
+                    p.source_sha256 if p.geometry is not None else None,
                 )
                 for p in printable
                 if p.image_path

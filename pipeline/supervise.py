@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -129,14 +129,25 @@ STARTING_LOG = "CAPTURE_PREFECT_SERVER_LOG"
 
 
 def _running(pid: int) -> bool:
+    """Whether process `pid` lives (and is not a zombie waiting for its parent)."""
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
+    except FileNotFoundError:
         return False
+    except (OSError, IndexError):  # no /proc here: ask the kernel
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
     return state not in ("Z", "X")
 
 
-def await_prefect(environment: Mapping[str, str], seconds: float = 180.0) -> None:
+def await_prefect(
+    environment: Mapping[str, str], seconds: float = 180.0, alive: Callable[[], bool] | None = None
+) -> None:
     """Wait until the embedded Prefect server named in `environment` answers; an error naming
     its log at once if it stopped while starting, or after `seconds`. Nothing to wait for when
     the environment names no server of ours (server mode, or Prefect's own temporary server)."""
@@ -156,7 +167,7 @@ def await_prefect(environment: Mapping[str, str], seconds: float = 180.0) -> Non
                     return
             except httpx.HTTPError:
                 pass
-            if not _running(int(pid)):
+            if not (alive() if alive is not None else _running(int(pid))):
                 raise PrefectUnavailable(f"Prefect's server stopped while starting; see {log_file}")
             if time.monotonic() > deadline:
                 raise PrefectUnavailable(f"Prefect's server did not start in {seconds:.0f} s; see {log_file}")
@@ -219,7 +230,8 @@ class EmbeddedPrefect:
         self.api_url = f"http://127.0.0.1:{port}/api"
         if self.wait:
             try:
-                await_prefect(self.environment(), self.startup_seconds)
+                child = self.child
+                await_prefect(self.environment(), self.startup_seconds, lambda: child.process.poll() is None)
             except CaptureError:
                 self.child.stop(grace=2)
                 raise

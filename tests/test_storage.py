@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pikepdf
+import pytest
 from PIL import Image
 
 from pipeline import package
@@ -394,3 +395,37 @@ def test_the_viewer_shows_an_untouched_kept_jpeg_with_its_decoded_pixels(tmp_pat
     shown = page_png(tmp_path / "work", record, outcome.pdf_path, 1, "full")
     with Image.open(shown) as img, Image.open(source) as decoded:
         assert np.array_equal(np.asarray(img), np.asarray(decoded))
+
+
+def test_a_kept_jpeg_whose_work_copy_changed_is_never_archived(tmp_path: Path, samples_module: Any) -> None:
+    """The archive holds the bytes that were read: a kept source JPEG whose copy in the work
+    folder was swapped is refused at packaging (nothing archived, the reason named), and the
+    page's cached result is not reused (the page is read again from its snapshot)."""
+    from pipeline import process
+    from tests.conftest import make_settings
+
+    source = _turned_jpeg(tmp_path, samples_module)
+    result, item, _ = _page_step(tmp_path, source)
+    assert item.pdfa_valid and result.geometry is not None
+    kept = Path(result.image_path)
+    with Image.open(source) as img:
+        Image.new("RGB", img.size, "white").save(tmp_path / "other.jpg", quality=90)
+    kept.write_bytes((tmp_path / "other.jpg").read_bytes())
+
+    settings = make_settings(tmp_path / "home")
+    with pytest.raises(ValueError, match="SHA-256"):
+        process.package_item("AGAIN-0001", None, [result], [], "key2", "batch", settings)
+    assert not list(settings.archive_dir.rglob("AGAIN-0001*"))
+    assert process._cached_page(kept.with_name(kept.name.replace("_clean.jpg", "_page.json"))) is None
+
+
+def test_a_jpeg_naming_its_components_rgb_is_written_again(tmp_path: Path) -> None:
+    """Decoders take components named R, G, B as RGB, a PDF reader as YCbCr: such a JPEG without
+    Adobe's marker would change colour in the archive, so it is not kept as it is."""
+    colour = Image.fromarray(np.random.default_rng(3).integers(0, 255, (32, 24, 3), dtype=np.uint8))
+    colour.save(tmp_path / "c.jpg", "JPEG", quality=90)
+    data = (tmp_path / "c.jpg").read_bytes()
+    for n, letter in enumerate(b"RGB"):
+        data = _patched(data, 0xC0, 6 + 3 * n, letter)
+    facts, why = package.jpeg_facts(data)
+    assert facts is None and "RGB" in why

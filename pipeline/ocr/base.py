@@ -78,6 +78,23 @@ class OcrEngine(Protocol):
     def recognise(self, image: np.ndarray) -> OcrPage: ...
 
 
+def import_engine(settings: OcrSettings) -> None:
+    """Import the engine's modules (and its runtime's) without creating it."""
+    if settings.engine == "tesseract":
+        import pipeline.ocr.tesseract  # noqa: F401
+
+        return
+    import rapidocr  # noqa: F401
+
+    import pipeline.ocr.rapid  # noqa: F401
+
+    if settings.rapidocr_runtime == "openvino":
+        import openvino  # noqa: F401
+        from rapidocr.inference_engine.openvino import main  # noqa: F401
+    else:
+        import onnxruntime  # noqa: F401
+
+
 def create_engine(settings: OcrSettings) -> OcrEngine:
     if settings.engine == "tesseract":
         from pipeline.ocr.tesseract import TesseractEngine
