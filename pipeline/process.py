@@ -278,7 +278,7 @@ def _cached_page(path: Path) -> PageResult | None:
 
 def _same_bytes(path: Path, sha256: str) -> bool:
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest() == sha256
+        return sha256_file(path) == sha256
     except OSError:
         return False
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from pipeline.errors import CaptureError
+from pipeline.errors import CaptureError, PrefectUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -152,8 +152,6 @@ def await_prefect(
     its log at once if it stopped while starting, or after `seconds`. Nothing to wait for when
     the environment names no server of ours (server mode, or Prefect's own temporary server)."""
     import httpx
-
-    from pipeline.errors import PrefectUnavailable
 
     url, pid = environment.get("PREFECT_API_URL"), environment.get(STARTING_PID)
     if not url or not pid:
