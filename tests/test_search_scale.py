@@ -79,6 +79,33 @@ def test_the_best_pages_come_first_without_scoring_every_match(corpus: Path, tex
         index.close()
 
 
+def test_the_best_pages_come_first_when_a_words_prominent_pages_lack_the_other(tmp_path: Path) -> None:
+    """保险 prominent on hundreds of pages without 理赔 and the other way round: the ranking reads
+    such pages, finds most do not match, and lets FTS5 check the match for the rest; the hits
+    stay the exhaustive ones."""
+    rng = random.Random(5)
+    pages = [
+        (_page(rng, {w: rng.choice([6, 8, 13])}, 120), {}, True) for w in ("保险", "理赔") for _ in range(200)
+    ]
+    pages += [
+        (_page(rng, {"保险": rng.choice([2, 3, 5, 8]), "理赔": rng.choice([2, 3, 5, 8])}, 120), {}, True)
+        for _ in range(60)
+    ]
+    rng.shuffle(pages)
+    path = tmp_path / "index.sqlite"
+    _build(path, pages).close()
+    index = SqliteIndex(path, total_cap=20, rank_budget=200)
+    try:
+        result = index.search(SearchQuery("保险 理赔", access=Access(), limit=10))
+        expected = _exhaustive(path, "保险 理赔", Access(), 10)
+        assert expected[0][1] > expected[-1][1]
+        assert [(h.archive_code, round(h.score, 6)) for h in result.hits] == [
+            (code, round(score, 6)) for code, score in expected
+        ]
+    finally:
+        index.close()
+
+
 def test_paging_past_the_ranked_head_visits_every_page_once(corpus: Path) -> None:
     index = SqliteIndex(corpus, total_cap=30, rank_budget=20)
     try:
