@@ -58,7 +58,9 @@ from pipeline.security import Access, fonds_of, rank
 from pipeline.statedb import owner_only
 
 SCHEMA_VERSION = 3
-_SCHEMA = """
+# the FTS columns in declaration order: FTS5 keeps them as c0, c1, ... in pages_fts_content
+_FTS_COLUMNS = ("bigrams", "unigrams", "words", "tiers", "meta")
+_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS pages (
     id INTEGER PRIMARY KEY,
     archive_code TEXT NOT NULL,
@@ -80,7 +82,7 @@ CREATE TABLE IF NOT EXISTS pages (
 CREATE TABLE IF NOT EXISTS page_texts (id INTEGER PRIMARY KEY, text TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS pages_filters ON pages (year, stage);
 CREATE VIRTUAL TABLE IF NOT EXISTS pages_fts USING fts5(
-    bigrams, unigrams, words, tiers, meta,
+    {", ".join(_FTS_COLUMNS)},
     tokenize = 'unicode61 remove_diacritics 0', columnsize = 0
 );
 """
@@ -100,6 +102,7 @@ RANK_BUDGET = 2000  # pages scored for one search at most
 DF_SAMPLE = 1000  # matches read to estimate a term's document frequency
 LEVEL_COUNT = 1000  # a step's pages counted up to this, to choose which term's floor to lower
 PLAIN_SHARE = 0.4  # pages read without the match must match at least this often, or FTS5 checks it
+PLAIN_SAMPLE = 100  # pages read without the match before their share is judged
 ROUND_PAGES = 50  # what one more round of the ranking costs, in pages read
 CACHE_KIB = 65536  # SQLite's page cache for the connection (its default is 2 MB)
 
@@ -433,7 +436,7 @@ class _Search:
         self.args = args
         self.total_cap = TOTAL_CAP
         self.rank_budget = RANK_BUDGET
-        self._level_counts: dict[tuple[str, int, int], int] = {}
+        self._tier_counts: dict[tuple[str, int, int, int], int] = {}  # see _tier_pages
 
     def _select(
         self, columns: str, extra: str = "", tail: str = "", tail_args: Sequence[Any] = (), match: bool = True
@@ -652,7 +655,7 @@ class _Search:
                 fresh = [i for i in fresh if all(tokens.get(i, {}).get(c, b"").count(n) for c, n in needles)]
                 matched += len(fresh)
                 # most pages a term is prominent on lack another term: let FTS5 check the match
-                plain = asked < 100 or matched >= PLAIN_SHARE * asked
+                plain = asked < PLAIN_SAMPLE or matched >= PLAIN_SHARE * asked
             new = self.load(fresh, catalogue=False)
             self.score(new, weights, () if exact else tierable, tokens)
             pool.update((c.id, c) for c in new)
@@ -702,37 +705,33 @@ class _Search:
         def gain(term: str) -> float:
             below = LEVEL_STEPS[steps[term] + 1]
             drop = parts[term] - self._bound_parts(weights, {**floors, term: below})[term]
-            return drop / (ROUND_PAGES + self._level_pages(lead[term], below, floors[term]))
+            return drop / (
+                ROUND_PAGES + self._tier_pages(lead[term], range(below, floors[term]), LEVEL_COUNT)
+            )
 
         return max(lower, key=gain)
 
-    def _level_pages(self, token: str, low: int, high: int) -> int:
-        """Pages where `token` is at a level from `low` up to below `high`, counted up to
-        LEVEL_COUNT (remembered for the search)."""
-        key = (token, low, high)
-        if key not in self._level_counts:
-            expression = f"tiers : {_any_of(f'{token}x{n}' for n in range(low, high))}"
-            self._level_counts[key] = self.db.execute(
+    def _tier_pages(self, token: str, levels: range, cap: int) -> int:
+        """Pages where `token` is at one of `levels`, counted up to `cap` (remembered for the
+        search)."""
+        key = (token, levels.start, levels.stop, cap)
+        if key not in self._tier_counts:
+            expression = f"tiers : {_any_of(f'{token}x{n}' for n in levels)}"
+            self._tier_counts[key] = self.db.execute(
                 "SELECT count(*) FROM (SELECT rowid FROM pages_fts WHERE pages_fts MATCH ? LIMIT ?)",
-                (expression, LEVEL_COUNT),
+                (expression, cap),
             ).fetchone()[0]
-        return self._level_counts[key]
+        return self._tier_counts[key]
 
     def _rarest(self, tokens: list[str]) -> str:
         """The token prominent on the fewest pages (a phrase's own bigram, not the common word
         inside it): its pages at levels 6 to 8 counted up to 300; among the tokens tied at 300,
         the same at levels 10 to 12, then 14 to 16."""
         left = sorted(set(tokens))
-        for levels in ((6, 7, 8), (10, 11, 12), (14, 15, 16)):
+        for levels in (range(6, 9), range(10, 13), range(14, 17)):
             if len(left) == 1:
                 break
-            counts = {
-                token: self.db.execute(
-                    "SELECT count(*) FROM (SELECT rowid FROM pages_fts WHERE pages_fts MATCH ? LIMIT 300)",
-                    (f"tiers : {_any_of(f'{token}x{n}' for n in levels)}",),
-                ).fetchone()[0]
-                for token in left
-            }
+            counts = {token: self._tier_pages(token, levels, 300) for token in left}
             fewest = min(counts.values())
             left = [t for t in left if counts[t] == fewest]
             if fewest < 300:
@@ -753,7 +752,6 @@ class _Search:
         return parts
 
 
-_FTS_COLUMNS = ("bigrams", "unigrams", "words", "tiers", "meta")  # as declared in _SCHEMA
 _PLAIN = re.compile(r"[\u4e00-\u9fa5]+|[0-9a-z]+")  # tokens as FTS5's unicode61 reads them
 
 
