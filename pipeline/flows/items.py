@@ -1,7 +1,7 @@
 """The work on items: for each page read, clean, recognise; for each item verify, package, record, index.
 
 `run_items` does it for a list of planned items, in this process: the pages in a thread pool of
-OCR engines (loaded once per process; plain calls, see `PageWork`), each item as Prefect tasks
+OCR engines (loaded once per process; plain calls, see `PageWork`), each item as one Prefect task
 once its pages are in; the batch flow calls it directly (embedded mode), and the
 `process-items` flow calls it on a worker for one chunk of a batch (server mode). Page images
 and OCR results never leave the process: they are handed over in memory, and what must outlive
@@ -32,7 +32,7 @@ from pipeline.models import Finding, ItemResult, PageResult, PlannedPage, Severi
 from pipeline.progress import ItemOutcome, observer
 from pipeline.reindex import index_or_mark
 from pipeline.settings import Settings
-from pipeline.store import ItemRow, Store, open_store
+from pipeline.store import Store, open_store
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -118,39 +118,66 @@ class PageWork:
 # ---------------------------------------------------------------- one item
 
 
-@task(name="verify", task_run_name="verify {plan.archive_code}", cache_policy=NO_CACHE)
-def verify_item_task(plan: ItemPlan, pages: list[PageResult], settings: Settings) -> ItemResult:
-    """Count the pages against the catalogue; files, sources, resolution, confidence, manifest."""
-    return process.verify_item(plan.archive_code, plan.entry, pages, plan.problems, settings, plan.expected)
-
-
-@task(name="package", task_run_name="package {item.archive_code}", cache_policy=NO_CACHE)
-def package_item_task(item: ItemResult, plan: ItemPlan, batch_id: str, settings: Settings) -> ItemResult:
-    """The PDF/A, its record and manifest, validated, moved into the archive."""
-    return process.package_verified(item, plan.input_key, batch_id, settings)
-
-
-@task(name="record", task_run_name="record {item.archive_code}", cache_policy=NO_CACHE)
-def record_item_task(item: ItemResult, batch_id: str, store: Store) -> ItemRow:
-    """The item's state, package history and findings; the QA gate opens a case if needed."""
-    return store.record_item(batch_id, item)
-
-
-@task(name="index", task_run_name="index {item.archive_code}", cache_policy=NO_CACHE)
-def index_item_task(item: ItemResult, visible: bool, index: SearchBackend, store: Store) -> str | None:
-    """Its pages into the search index; when the index is away, the item is marked for later."""
-    return index_or_mark(index, store, process.index_document(item, visible=visible))
-
-
 def _plain(value: T) -> T:
     """A task argument Prefect takes as it is: without quote() it walks every argument (each
     page's lines and boxes) on every task call, looking for futures and states to link; ours are
-    plain values (the cost: the Prefect UI draws no arrows between an item's tasks)."""
+    plain values."""
     return cast(T, quote(value))
 
 
 def _reused(plan: ItemPlan, settings: Settings) -> ItemResult | None:
     return process.reuse_packaged(settings.archive_dir, plan.archive_code, plan.input_key)
+
+
+def _verified_and_packaged(
+    plan: ItemPlan, pages: list[PageResult], batch_id: str, settings: Settings
+) -> ItemResult:
+    """Count the pages against the catalogue (files, sources, resolution, confidence, manifest),
+    then write the PDF/A, its record and manifest, validated, into the archive; never raises."""
+    try:
+        item = _reused(plan, settings) if plan.reusable else None
+        if item is not None:
+            return item
+        if plan.reusable:  # the package changed since planning: nothing was read for it
+            item = ItemResult(plan.archive_code, plan.entry)
+            item.findings.append(
+                Finding("package_changed", "the archived package changed during the batch; run it again")
+            )
+            item.verdict = Verdict.FAILED
+            return item
+        verified = process.verify_item(
+            plan.archive_code, plan.entry, pages, plan.problems, settings, plan.expected
+        )
+        return process.package_verified(verified, plan.input_key, batch_id, settings)
+    except Exception as exc:  # noqa: BLE001 - a failed item does not fail the batch
+        log.exception("packaging %s failed", plan.archive_code)
+        item = ItemResult(plan.archive_code, plan.entry, pages=pages)
+        item.findings.append(Finding("package_failed", f"packaging failed: {exc}", Severity.ERROR))
+        item.verdict = Verdict.FAILED
+        return item
+
+
+@task(name="finish-item", task_run_name="finish {plan.archive_code}", cache_policy=NO_CACHE)
+def finish_item_task(
+    plan: ItemPlan,
+    pages: list[PageResult],
+    batch_id: str,
+    settings: Settings,
+    store: Store,
+    index: SearchBackend,
+) -> tuple[ItemResult, str | None]:
+    """One item whose pages are all in: verified and packaged (`_verified_and_packaged`), its
+    state, package history and findings recorded (the QA gate opens a case if needed), its pages
+    indexed (when the index is away, the item is marked for later). One task run an item: each
+    run is Prefect bookkeeping (its states and events) in this process and in the server."""
+    item = _verified_and_packaged(plan, pages, batch_id, settings)
+    row = store.record_item(batch_id, item)
+    problem = (
+        index_or_mark(index, store, process.index_document(item, visible=row.visible))
+        if item.pdf_path
+        else None
+    )
+    return item, problem
 
 
 def finish_item(
@@ -161,29 +188,10 @@ def finish_item(
     store: Store,
     index: SearchBackend,
 ) -> tuple[ItemResult, str | None]:
-    """Verify, package, record and index one item whose pages are all in; never raises."""
-    try:
-        item = _reused(plan, settings) if plan.reusable else None
-        if item is None:
-            if plan.reusable:  # the package changed since planning: nothing was read for it
-                item = ItemResult(plan.archive_code, plan.entry)
-                item.findings.append(
-                    Finding("package_changed", "the archived package changed during the batch; run it again")
-                )
-                item.verdict = Verdict.FAILED
-            else:
-                verified = verify_item_task(_plain(plan), _plain(pages), _plain(settings))
-                item = package_item_task(_plain(verified), _plain(plan), batch_id, _plain(settings))
-    except Exception as exc:  # noqa: BLE001 - a failed item does not fail the batch
-        log.exception("packaging %s failed", plan.archive_code)
-        item = ItemResult(plan.archive_code, plan.entry, pages=pages)
-        item.findings.append(Finding("package_failed", f"packaging failed: {exc}", Severity.ERROR))
-        item.verdict = Verdict.FAILED
-    row = record_item_task(_plain(item), batch_id, _plain(store))
-    problem = (
-        index_item_task(_plain(item), row.visible, _plain(index), _plain(store)) if item.pdf_path else None
+    """Verify, package, record and index one item whose pages are all in, as one Prefect task."""
+    return finish_item_task(
+        _plain(plan), _plain(pages), batch_id, _plain(settings), _plain(store), _plain(index)
     )
-    return item, problem
 
 
 # ---------------------------------------------------------------- many items
