@@ -9,6 +9,7 @@ people: "killed by SIGKILL (out of memory?)".
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import signal
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from pipeline.errors import CaptureError, PrefectUnavailable
+from pipeline.errors import CaptureError, ConfigError, PrefectUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +125,15 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def _prefect_app_dir() -> str:
+    """The folder holding the `prefect` package, found without importing it (importing Prefect
+    costs this command about a second before its server and batch process could start)."""
+    spec = importlib.util.find_spec("prefect")
+    if spec is None or spec.origin is None:
+        raise ConfigError("Prefect is not installed in this Python environment")
+    return str(Path(spec.origin).resolve().parent.parent)
+
+
 STARTING_PID = "CAPTURE_PREFECT_SERVER_PID"
 STARTING_LOG = "CAPTURE_PREFECT_SERVER_LOG"
 
@@ -192,8 +202,6 @@ class EmbeddedPrefect:
     def __enter__(self) -> EmbeddedPrefect:
         """Start the server; with `wait` (the default) return once it answers, else at once (the
         batch process then waits for it with `await_prefect`, after beginning its pages)."""
-        import prefect
-
         port = _free_port()
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         env = {
@@ -211,7 +219,7 @@ class EmbeddedPrefect:
         env.pop("PREFECT_API_URL", None)
         args = [
             "--app-dir",
-            str(Path(prefect.__file__).resolve().parent.parent),
+            _prefect_app_dir(),
             "--factory",
             "prefect.server.api.server:create_app",
             "--host",

@@ -180,12 +180,16 @@ def run(
 
     settings = working_settings()
     layout = read_layout(batch_dir)  # fail fast, before Prefect starts, on a missing or empty batch
-    if catalogue is not None:
-        import_file(catalogue, settings)
-    console.print(
-        f"Processing [bold]{batch_dir}[/] (OCR engine: {settings.ocr.engine}, output: {settings.home_dir})",
-        highlight=False,
-    )
+
+    def begin() -> None:
+        if catalogue is not None:
+            import_file(catalogue, settings)
+        console.print(
+            f"Processing [bold]{batch_dir}[/] (OCR engine: {settings.ocr.engine}, "
+            f"output: {settings.home_dir})",
+            highlight=False,
+        )
+
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
 
     def died(attempt: Any) -> None:
@@ -197,17 +201,17 @@ def run(
 
     limit = settings.watch.max_attempts
     if submit or settings.server.mode == "server":
+        begin()
         report = _submit(batch_dir.resolve(), layout.batch_id, settings, columns)
     else:
-        with (
-            prefect_api(settings, ready=False) as env,
-            Progress(*columns, console=console, transient=False) as progress,
-        ):
-            try:
-                report = run_attempts(batch_dir, settings, RichObserver(progress), env=env, on_death=died)
-            except BatchDied as exc:
-                path = record_failure(settings, layout.batch_id, batch_dir, "failed", str(exc))
-                raise BatchDied(f"{exc}; report: {path}") from None
+        with prefect_api(settings, ready=False) as env:  # the server starts while the catalogue imports
+            begin()
+            with Progress(*columns, console=console, transient=False) as progress:
+                try:
+                    report = run_attempts(batch_dir, settings, RichObserver(progress), env=env, on_death=died)
+                except BatchDied as exc:
+                    path = record_failure(settings, layout.batch_id, batch_dir, "failed", str(exc))
+                    raise BatchDied(f"{exc}; report: {path}") from None
     console.print(_summary_table(report))
     totals = report["totals"]
     console.print(
