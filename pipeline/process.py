@@ -8,6 +8,7 @@ archived. Every page result is keyed by that hash plus the settings that shape i
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -522,9 +523,11 @@ def item_from_record(record: dict[str, Any], folder: Path) -> ItemResult:
     )
 
 
-def software_versions(settings: Settings | None = None) -> dict[str, Any]:
-    """Versions of the software that made a package and, given the settings, the OCR engine that
-    read it: engine, runtime, and each model file with its package and SHA-256."""
+@functools.cache
+def _installed_versions() -> dict[str, str]:
+    """The versions of the software this process runs, asked once a process: the packages as
+    loaded (an upgrade on disk under a running watcher is not what it runs) and Tesseract's
+    program (asking it is a fork of a large process, and every package records it)."""
     names = [
         "rapidocr",
         "openvino",
@@ -536,17 +539,23 @@ def software_versions(settings: Settings | None = None) -> dict[str, Any]:
         "opencc",
         "prefect",
     ]
-    versions: dict[str, Any] = {"archive-capture": __version__}
+    versions = {"archive-capture": __version__}
     for name in names:
         try:
             versions[name] = version(name)
         except Exception:  # noqa: BLE001 - a missing optional package is simply not listed
             continue
-    tesseract = shutil.which("tesseract")
-    if tesseract:
+    if shutil.which("tesseract"):
         import pytesseract
 
         versions["tesseract"] = str(pytesseract.get_tesseract_version())
+    return versions
+
+
+def software_versions(settings: Settings | None = None) -> dict[str, Any]:
+    """Versions of the software that made a package and, given the settings, the OCR engine that
+    read it: engine, runtime, and each model file with its package and SHA-256."""
+    versions: dict[str, Any] = dict(_installed_versions())
     if settings is not None:
         versions["ocr"] = engine_identity(settings.ocr)
     return versions

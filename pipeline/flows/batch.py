@@ -22,6 +22,7 @@ import logging
 import os
 import time
 import uuid
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -249,6 +250,18 @@ def plan_ahead(
     return _Ahead(layout, plan, start_pages(plan.items, settings))
 
 
+def _no_heartbeats(settings: Settings) -> AbstractContextManager[Any]:
+    """Embedded mode: the flow run sends Prefect no heartbeats. They serve a cluster, where an
+    automation marks a run Crashed when its worker falls silent (`pipeline.cluster`); here the
+    server lives and dies with the command, nothing reads them, and the flow's end waited up to
+    a second for the heartbeat thread's sleep to finish."""
+    if settings.server.mode == "server":
+        return nullcontext()
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    return temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None})
+
+
 def run_batch(
     batch_dir: Path, settings: Settings, batch_id: str | None = None, manifest: dict[str, Any] | None = None
 ) -> dict[str, Any]:
@@ -265,7 +278,8 @@ def run_batch(
         _AHEAD[ref] = ahead
     try:
         await_prefect(os.environ)  # `capture run` starts its server beside the pages
-        return flow_run(str(batch_dir), batch_id, manifest, ref)  # type: ignore[no-any-return]
+        with _no_heartbeats(settings):
+            return flow_run(str(batch_dir), batch_id, manifest, ref)  # type: ignore[no-any-return]
     finally:
         _LIVE_SETTINGS.pop(ref, None)
         if _AHEAD.pop(ref, None) is not None and ahead is not None:  # the flow never took it
