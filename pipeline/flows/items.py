@@ -180,20 +180,6 @@ def finish_item_task(
     return item, problem
 
 
-def finish_item(
-    plan: ItemPlan,
-    pages: list[PageResult],
-    batch_id: str,
-    settings: Settings,
-    store: Store,
-    index: SearchBackend,
-) -> tuple[ItemResult, str | None]:
-    """Verify, package, record and index one item whose pages are all in, as one Prefect task."""
-    return finish_item_task(
-        _plain(plan), _plain(pages), batch_id, _plain(settings), _plain(store), _plain(index)
-    )
-
-
 # ---------------------------------------------------------------- many items
 
 
@@ -281,7 +267,9 @@ def _finish_items(
             plan = plans[i]
             if not plan.reusable:
                 _still_ours(settings)
-            item, problem = finish_item(plan, pages, batch_id, settings, store, index)
+            item, problem = finish_item_task(
+                _plain(plan), _plain(pages), batch_id, _plain(settings), _plain(store), _plain(index)
+            )
             process.release_snapshots(plan.planned)
             outcome = {
                 "summary": item.summary(),
