@@ -7,6 +7,7 @@ import json
 import os
 import re
 import subprocess
+import time
 from pathlib import Path
 
 import pikepdf
@@ -117,6 +118,44 @@ def test_sample_search_finds_traditional_item_with_simplified_query(sample_run) 
         "BX01-2012-CB-D10-0001"
     }
     index.close()
+
+
+def test_an_item_is_one_prefect_task_run_and_an_embedded_run_sends_no_heartbeats(sample_run) -> None:  # type: ignore[no-untyped-def]
+    """Prefect's bookkeeping for a batch stays small: one task run an item (finish: verify,
+    package, record, index) and the report; no heartbeats from an embedded run (they serve a
+    cluster's crash detection, and the flow's end waited for the heartbeat thread)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterName
+    from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
+
+    _, report, _ = sample_run
+    expected = sorted(
+        [f"finish {i['archive_code']}" for i in report["items"]] + [f"report {report['batch_id']}"]
+    )
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[report["batch_id"]]))
+        )
+        run = min(runs, key=lambda r: r.created or 0)  # the first (another test runs it again)
+        deadline = time.monotonic() + 60  # the server records task runs and events in the background
+        while True:
+            tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))
+            events = client.read_events(
+                EventFilter(
+                    event=EventNameFilter(name=["prefect.flow-run.Completed", "prefect.flow-run.heartbeat"]),
+                    resource=EventResourceFilter(id=[f"prefect.flow-run.{run.id}"]),
+                ),
+                limit=50,
+            ).events
+            names = [e.event for e in events]
+            if (len(tasks) >= len(expected) and "prefect.flow-run.Completed" in names) or (
+                time.monotonic() > deadline
+            ):
+                break
+            time.sleep(0.5)
+    assert sorted(t.name for t in tasks) == expected
+    assert "prefect.flow-run.Completed" in names  # the run's events are recorded...
+    assert "prefect.flow-run.heartbeat" not in names  # ...and none of them is a heartbeat
 
 
 def test_rerunning_the_batch_redoes_nothing_and_duplicates_nothing(sample_run) -> None:  # type: ignore[no-untyped-def]
