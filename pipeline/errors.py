@@ -167,6 +167,11 @@ class PageTooLarge(PageReadError):
     """The image header promises more pixels than `imaging.max_page_pixels`."""
 
 
+class PageTooSmall(PageReadError):
+    """The page is under 3 points (about 1 mm) on a side at its resolution: no scanned page, and
+    no PDF/A page either (PDF/A's page boxes are 3 to 14,400 units a side)."""
+
+
 class OcrError(CaptureError):
     pass
 

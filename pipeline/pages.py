@@ -34,7 +34,7 @@ from typing import IO, cast
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from pipeline.errors import PageReadError, PageTooLarge
+from pipeline.errors import PageReadError, PageTooLarge, PageTooSmall
 from pipeline.models import PageSource, PlannedPage, SourceSnapshot
 from pipeline.settings import ImagingSettings
 
@@ -420,6 +420,19 @@ def _check_size(size: tuple[int, int], limit: int, what: str) -> None:
         raise _refuse(what, width, height, limit)
 
 
+MIN_PAGE_POINTS = 3.0  # PDF/A-2's smallest page box side (ISO 19005-2, 6.1.13; PDF 1.7 annex C)
+
+
+def _check_not_tiny(width_pt: float, height_pt: float, described: str) -> None:
+    """A page under 3 points (about 1 mm) on a side is no scan (a stray icon, a broken export)
+    and cannot be a PDF/A page: refused as such, so that the rest of its item is packaged."""
+    if min(width_pt, height_pt) < MIN_PAGE_POINTS:
+        raise PageTooSmall(
+            f"{described} ({width_pt:.2f} x {height_pt:.2f} pt), under the {MIN_PAGE_POINTS:g} pt "
+            "(about 1 mm) a side a PDF/A page needs: not a scanned page"
+        )
+
+
 def _pixels(img: Image.Image) -> tuple[np.ndarray, bool]:
     """The decoded frame as a (read-only) array: one copy of the pixels, no more."""
     bilevel = img.mode == "1"
@@ -456,6 +469,11 @@ def read_page(
             if source.frame:
                 img.seek(source.frame)  # a TIFF reads only that frame's header (IFD) here
             _check_size(img.size, max_pixels, what)
+            width, height = img.size
+            at = _dpi_of(img) or default_dpi
+            _check_not_tiny(
+                width * 72 / at, height * 72 / at, f"{what} {width} x {height} pixels at {at} dpi"
+            )
             img.load()
             fmt = (img.format or "").lower()
             dpi = _dpi_of(img)
@@ -496,6 +514,7 @@ def _read_pdf_page(source: PageSource, max_pixels: int, default_dpi: int) -> Loa
     what = f"page {source.frame + 1} at {dpi} dpi would be"
     if not (math.isfinite(width_pt) and math.isfinite(height_pt)):
         raise PageTooLarge(f"page {source.frame + 1} has an unbounded size; refused before rendering")
+    _check_not_tiny(width_pt, height_pt, f"page {source.frame + 1}")
     width, height = math.ceil(width_pt * dpi / 72), math.ceil(height_pt * dpi / 72)
     if width * height > max_pixels:
         raise _refuse(what, width, height, max_pixels)

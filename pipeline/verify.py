@@ -16,8 +16,12 @@ def check_pages(pages: Iterable[PageResult], settings: VerifySettings) -> list[F
     findings: list[Finding] = []
     for page in pages:
         if page.error:
-            # page_too_large: the message names the file, its pixel size, the limit and the setting
-            code = page.error_code if page.error_code == "page_too_large" else "unreadable_file"
+            # page_too_large / page_too_small: the message names the file, its size and the limit
+            code = (
+                page.error_code
+                if page.error_code in ("page_too_large", "page_too_small")
+                else "unreadable_file"
+            )
             findings.append(
                 Finding(code, f"{page.source}: {page.error}", Severity.ERROR, page.seq, page.source)
             )

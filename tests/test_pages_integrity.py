@@ -21,6 +21,7 @@ import zlib
 from pathlib import Path
 
 import pikepdf
+import pikepdf.pdfa
 import pytest
 from PIL import Image
 
@@ -429,3 +430,46 @@ def test_private_tmp_refuses_a_link_and_repairs_its_mode(tmp_path: Path) -> None
     from pipeline.tempfiles import private_tmp
 
     assert stat.S_IMODE(private_tmp(home).stat().st_mode) == 0o700
+
+
+def test_a_page_under_3_points_is_refused_and_the_rest_of_its_item_is_a_valid_pdfa(tmp_path: Path) -> None:
+    """A 1 x 1 pixel image or a 2-point PDF page is no scan and can be no PDF/A page (its boxes
+    must be 3 points a side): refused with its size, the item's other pages packaged."""
+    settings = make_settings(tmp_path / "home")
+    item = tmp_path / "TINY-0001"
+    item.mkdir()
+    Image.new("L", (1, 1), 255).save(item / "0001.png")
+    Image.new("L", (12, 300), 0).save(item / "0002.png", dpi=(300, 300))  # 2.88 pt wide
+    Image.new("L", (13, 300), 0).save(item / "0003.png", dpi=(300, 300))  # 3.12 pt: small but a page
+    pdf = pikepdf.new()
+    pdf.add_blank_page(page_size=(3, 400)).obj.MediaBox = pikepdf.Array(
+        [0, 0, 2, 400]
+    )  # as some exports write
+    pdf.add_blank_page(page_size=(288, 288))
+    pdf.save(item / "0004.pdf")
+    planned, problems = process.plan_item(item, settings)
+    pages = _process_all(planned, settings)
+    assert [(p.source, p.frame, p.error_code) for p in pages] == [
+        ("0001.png", 0, "page_too_small"),
+        ("0002.png", 0, "page_too_small"),
+        ("0003.png", 0, None),
+        ("0004.pdf", 0, "page_too_small"),
+        ("0004.pdf", 1, None),
+    ]
+    assert "the image is 1 x 1 pixels at 300 dpi (0.24 x 0.24 pt)" in (pages[0].error or "")
+    assert "page 1 (2.00 x 400.00 pt)" in (pages[3].error or "")
+    findings = check_pages(pages, settings.verify)
+    small = [f for f in findings if f.code == "page_too_small"]
+    assert [(f.file, f.page, f.severity) for f in small] == [
+        ("0001.png", 1, Severity.ERROR),
+        ("0002.png", 2, Severity.ERROR),
+        ("0004.pdf", 4, Severity.ERROR),
+    ]
+    assert all("3 pt" in f.message for f in small)
+    packaged = process.package_item("TINY-0001", None, pages, problems, "key", "batch", settings)
+    assert packaged.pdf_path and packaged.pdfa_valid, packaged.findings
+    assert pikepdf.pdfa.validate_written(Path(packaged.pdf_path), "2b").passed
+    with pikepdf.open(packaged.pdf_path) as doc:
+        assert len(doc.pages) == 2
+    assert {f.code for f in packaged.findings} >= {"page_too_small"}
+    release_snapshots(planned)
