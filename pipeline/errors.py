@@ -25,7 +25,8 @@
      ├── DisposalError               12   409   a disposal step is not allowed (not approved, two-person rule)
      ├── AccessRequestError          13   400   an access request cannot be made or decided as asked
      ├── PageReadError                -    -    one page file cannot be decoded (becomes a finding)
-     │    └── PageTooLarge            -    -    its header promises more pixels than allowed (a finding)
+     │    ├── PageTooLarge            -    -    its header promises more pixels than allowed (a finding)
+     │    └── PageTooSmall            -    -    under 3 pt a side at its resolution (a finding)
      ├── OcrError                     -    -    an OCR engine failed on a page (a finding)
      │    └── OcrTimeoutError         -    -    it ran out of time (transient: retried)
      └── PackageError                 -    -    an item's PDF/A could not be written (a finding)
