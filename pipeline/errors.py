@@ -161,16 +161,20 @@ class AccessRequestError(CaptureError):
 
 
 class PageReadError(CaptureError):
-    pass
+    finding = "unreadable_file"  # the code of the page's finding
 
 
 class PageTooLarge(PageReadError):
     """The image header promises more pixels than `imaging.max_page_pixels`."""
 
+    finding = "page_too_large"
+
 
 class PageTooSmall(PageReadError):
     """The page is under 3 points (about 1 mm) on a side at its resolution: no scanned page, and
     no PDF/A page either (PDF/A's page boxes are 3 to 14,400 units a side)."""
+
+    finding = "page_too_small"
 
 
 class OcrError(CaptureError):

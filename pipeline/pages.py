@@ -470,13 +470,13 @@ def read_page(
                 img.seek(source.frame)  # a TIFF reads only that frame's header (IFD) here
             _check_size(img.size, max_pixels, what)
             width, height = img.size
-            at = _dpi_of(img) or default_dpi
+            dpi = _dpi_of(img)  # from the header (PNG's pHYs precedes its pixels, TIFF's IFD holds it)
+            at = dpi or default_dpi
             _check_not_tiny(
                 width * 72 / at, height * 72 / at, f"{what} {width} x {height} pixels at {at} dpi"
             )
             img.load()
             fmt = (img.format or "").lower()
-            dpi = _dpi_of(img)
             pixels, bilevel = _pixels(img)
     except Image.DecompressionBombError as exc:
         found = re.search(r"\((\d+) pixels\)", str(exc))

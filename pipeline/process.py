@@ -27,7 +27,7 @@ from typing import Any
 
 from pipeline import __version__, imaging, package, verify
 from pipeline.archive import RECORD_NAME, ArchiveLayout, pdf_name
-from pipeline.errors import PageReadError, PageTooLarge, PageTooSmall
+from pipeline.errors import PageReadError
 from pipeline.index.base import IndexItem, IndexPage
 from pipeline.models import (
     SOURCE_JPEG_KEPT,
@@ -335,13 +335,7 @@ def read_step(
         )
     except PageReadError as exc:
         result.error = str(exc)
-        result.error_code = (
-            "page_too_large"
-            if isinstance(exc, PageTooLarge)
-            else "page_too_small"
-            if isinstance(exc, PageTooSmall)
-            else "unreadable_file"
-        )
+        result.error_code = exc.finding
         _write_json_atomic(_cache_path(page, settings, cache_dir)[1], _page_to_json(result))
         return result, None
     result.dpi = loaded.dpi or imaging_settings.default_dpi

@@ -7,21 +7,21 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from pipeline.errors import PageReadError, all_errors
 from pipeline.models import CatalogueEntry, Finding, PageResult, Severity, SourceSnapshot, Verdict
 from pipeline.pages import FileProblem, source_change
 from pipeline.settings import VerifySettings
+
+_READ_FINDINGS = frozenset(c.finding for c in all_errors() if issubclass(c, PageReadError))
 
 
 def check_pages(pages: Iterable[PageResult], settings: VerifySettings) -> list[Finding]:
     findings: list[Finding] = []
     for page in pages:
         if page.error:
-            # page_too_large / page_too_small: the message names the file, its size and the limit
-            code = (
-                page.error_code
-                if page.error_code in ("page_too_large", "page_too_small")
-                else "unreadable_file"
-            )
+            # a read error's own code (page_too_large, page_too_small: the message names the file,
+            # its size and the limit); anything else, a page that failed later too, is unreadable_file
+            code = page.error_code if page.error_code in _READ_FINDINGS else PageReadError.finding
             findings.append(
                 Finding(code, f"{page.source}: {page.error}", Severity.ERROR, page.seq, page.source)
             )
