@@ -97,3 +97,40 @@ def test_two_homes_never_touch_each_other(tmp_path: Path) -> None:
     found = _run(["search", "理赔申请", "--json"], home_a)
     assert json.loads(found.stdout)["hits"][0]["archive_code"] == "BX01-2014-LP-D6-0003"
     assert _run(["search", "理赔申请"], home_b).returncode == 2
+
+
+def test_a_run_leaves_its_whole_record_in_prefect(tmp_path: Path) -> None:
+    """The batch process leaves without tearing Python down (`batchrun._leave`): the run's last
+    task run and its Completed event must still reach the home's Prefect database first."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from pipeline.supervise import EmbeddedPrefect
+
+    code = "BX01-2014-LP-D6-0003"
+    batch = tmp_path / "batch"
+    shutil.copytree(SAMPLES / "batch" / code, batch / code)
+    home = tmp_path / "home"
+    result = _run(["run", str(batch), "--catalogue", str(SAMPLES / "catalogue.csv")], home)
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(next((home / "reports").glob("*.json")).read_text(encoding="utf-8"))
+    # the command's server is gone with it: read its database through a server of our own
+    with EmbeddedPrefect(home / "prefect", tmp_path / "server.log") as server:
+        with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+            with get_client(sync_client=True) as client:
+                (run,) = client.read_flow_runs()
+                of_run = FlowRunFilter(id=FlowRunFilterId(any_=[run.id]))
+                tasks = client.read_task_runs(flow_run_filter=of_run)
+                events = client.read_events(
+                    EventFilter(
+                        event=EventNameFilter(name=["prefect.flow-run.Completed"]),
+                        resource=EventResourceFilter(id=[f"prefect.flow-run.{run.id}"]),
+                    ),
+                    limit=50,
+                ).events
+    assert run.name == report["batch_id"]
+    assert [str(r.state_type) for r in (run, *tasks)] == ["StateType.COMPLETED"] * 3
+    assert sorted(t.name for t in tasks) == [f"finish {code}", f"report {report['batch_id']}"]
+    assert [e.event for e in events] == ["prefect.flow-run.Completed"]
