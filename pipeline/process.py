@@ -116,6 +116,8 @@ class EnginePool:
         self._created = 0
         self._promised = False
         self._failed: BaseException | None = None
+        self._queued = 0  # pages handed to the page threads and not begun (`pages_queued`)
+        self._queued_lock = threading.Lock()
 
     def _create(self) -> OcrEngine:
         with self._creating:
@@ -123,6 +125,8 @@ class EnginePool:
             engine: OcrEngine = sibling() if sibling is not None else create_engine(self._settings)
             if self._first is None:
                 self._first = engine
+            if hasattr(engine, "borrow"):  # it can share a page's lines with an idle sibling
+                engine.borrow = self._lend_idle
             self._created += 1
             return engine
 
@@ -155,6 +159,35 @@ class EnginePool:
             self._idle.put(None)  # type: ignore[arg-type]
             assert self._failed is not None
             raise self._failed
+        try:
+            yield engine
+        finally:
+            self._idle.put(engine)
+
+    def pages_queued(self, change: int) -> None:
+        """Pages handed to the page threads (+) or begun or dropped (-): engines are lent only
+        when none is waiting, at the end of a batch. Lent in the middle, the lender's thread
+        waited for its engine and the two threads reached the shared detector together: a
+        40-page run took 1 s longer."""
+        with self._queued_lock:
+            self._queued += change
+
+    @contextmanager
+    def _lend_idle(self) -> Iterator[Any]:
+        """An engine no page holds, lent for a while, or None; never waits, and lends nothing
+        while pages wait to begin. A page asking for an engine meanwhile waits for it."""
+        if self._queued > 0:
+            yield None
+            return
+        try:
+            engine = self._idle.get_nowait()
+        except queue.Empty:
+            yield None
+            return
+        if engine is None:  # the marker of a failed load, for the pages: it goes back
+            self._idle.put(None)  # type: ignore[arg-type]
+            yield None
+            return
         try:
             yield engine
         finally:

@@ -120,6 +120,48 @@ def test_engines_of_one_pool_share_one_detector_and_read_alike_at_once(samples_m
     assert "养老保险待遇核定表" in "".join(line.text for line in got[0])
 
 
+def test_an_idle_engine_reads_half_of_a_pages_lines_the_text_unchanged(samples_module, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """At the end of a batch (or in a batch of one page) the other engine has no page: half of
+    the page's text lines go to it, read in a thread of its own, and the lines, boxes and scores
+    are what one engine alone gives. An engine in use is never lent, nor one whose thread has
+    pages waiting to begin."""
+    from contextlib import ExitStack
+
+    from pipeline.ocr.rapid import RapidOcrEngine
+    from pipeline.process import EnginePool
+    from pipeline.settings import Settings
+
+    page = np.asarray(samples_module.render_page("", LINES * 4, [], size_mm=(210, 150), seed=3))
+    expected = RapidOcrEngine().recognise(page).lines
+    pool = EnginePool(Settings(home=str(tmp_path / "home"), ocr={"workers": 2}))  # type: ignore[arg-type]
+    pool.load(2)
+    read: dict[int, list[int]] = {}
+    with ExitStack() as stack:
+        engines = [stack.enter_context(pool.engine()) for _ in range(2)]
+        for engine in engines:
+            own = engine._read_lines  # type: ignore[attr-defined]
+
+            def counted(crops, own=own, engine=engine):  # type: ignore[no-untyped-def]
+                read.setdefault(id(engine), []).append(len(crops))
+                return own(crops)
+
+            engine._read_lines = counted  # type: ignore[attr-defined]
+        busy = engines[0].recognise(page).lines  # the other engine is in use: nothing is shared
+        assert busy == expected and list(read) == [id(engines[0])]
+    read.clear()
+    pool.pages_queued(1)  # a page waits to begin: its thread will want the idle engine
+    with pool.engine() as engine:
+        assert engine.recognise(page).lines == expected and list(read) == [id(engine)]
+    read.clear()
+    pool.pages_queued(-1)
+    with pool.engine() as engine:
+        shared = engine.recognise(page).lines
+    other = next(e for e in engines if e is not engine)
+    mine, theirs = read[id(engine)], read[id(other)]
+    assert shared == expected
+    assert len(mine) == len(theirs) == 1 and abs(mine[0] - theirs[0]) <= 1 and mine[0] + theirs[0] >= 8
+
+
 def test_page_threads_asking_at_once_share_one_engine_pool(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """Two pools for the same settings meant a second full engine (its own text detector)."""
     import threading

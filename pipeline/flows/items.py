@@ -45,6 +45,7 @@ def _page(page: PlannedPage, seq: int, settings: Settings, cache_dir: Path) -> P
     """One page: its cached result for the same bytes and settings, or read, clean, recognise.
     An OCR engine that ran out of time is given two more tries (nothing else is retried)."""
     pool = process.engine_pool(settings)
+    pool.pages_queued(-1)
     tries = 3
     while True:
         try:
@@ -77,6 +78,7 @@ class PageWork:
             for seq, page in enumerate(plan.planned, start=1)
         )
         self._settings, self._cache_dir = settings, cache_dir
+        self._pool = process.engine_pool(settings)
         self._window = workers * 16
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="page")
         self._pending: deque[tuple[int, int, PlannedPage, Future[PageResult]]] = deque()
@@ -87,6 +89,7 @@ class PageWork:
             if job is None:
                 break
             i, seq, page = job
+            self._pool.pages_queued(1)
             future = self._executor.submit(_page, page, seq, self._settings, self._cache_dir)
             self._pending.append((i, seq, page, future))
         return self
@@ -113,6 +116,7 @@ class PageWork:
     def close(self) -> None:
         """Stop: pages not begun are dropped, pages being read are finished."""
         self._executor.shutdown(wait=True, cancel_futures=True)
+        self._pool.pages_queued(-sum(1 for *_, future in self._pending if future.cancelled()))
 
 
 # ---------------------------------------------------------------- one item

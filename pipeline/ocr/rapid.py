@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from importlib.metadata import version
 from typing import Any, Literal
 
@@ -18,6 +22,9 @@ from pipeline.ocr.identity import MODEL_SETS, ModelFile, model_files
 
 log = logging.getLogger(__name__)
 Box = tuple[float, float, float, float]
+# lent by the engines' pool: an idle sibling engine for a while, or None (pipeline.process)
+Borrow = Callable[[], AbstractContextManager["RapidOcrEngine | None"]]
+SHARE_FROM_LINES = 8  # a page with fewer text lines is read by its own engine alone
 
 
 def _bbox(points: Any) -> Box:
@@ -144,6 +151,10 @@ class RapidOcrEngine:
         self._lock = threading.Lock()
         self._threads = threads
         self._line_batch = line_batch
+        self.borrow: Borrow | None = None
+        self._read_lines: Callable[[list[np.ndarray]], Any] = self._ocr.recognize_txt
+        if line_batch == 1:  # lines read one by one: the same text however they are shared out
+            self._ocr.recognize_txt = self._read_lines_shared  # type: ignore[method-assign,assignment]
         self.name = models
         self.runtime = runtime
         self.min_confidence = min_confidence
@@ -159,6 +170,31 @@ class RapidOcrEngine:
             runtime=self.runtime,
             detector=self._ocr.text_det,
             line_batch=self._line_batch,
+        )
+
+    def _read_lines_shared(self, crops: list[np.ndarray]) -> Any:
+        """RapidOCR's line reading, with half of a page's lines read by an idle sibling engine
+        in a thread of its own when the pool lends one (`borrow`; it does once no page waits to
+        begin): the last pages of a batch, and a batch of one page, would otherwise leave the
+        other cores waiting for this page's recogniser. Each line is read alone (`line_batch`
+        1), so the text and scores are the same whoever reads it."""
+        if self.borrow is None or len(crops) < SHARE_FROM_LINES:
+            return self._read_lines(crops)
+        with self.borrow() as other:
+            if other is None:
+                return self._read_lines(crops)
+            half = len(crops) // 2
+            with ThreadPoolExecutor(1, thread_name_prefix="lines") as helper:
+                second = helper.submit(other._read_lines, crops[half:])
+                first: Any = self._read_lines(crops[:half])
+                rest: Any = second.result()
+        return dataclasses.replace(
+            first,
+            imgs=[*first.imgs, *rest.imgs],
+            txts=(*first.txts, *rest.txts),
+            scores=(*first.scores, *rest.scores),
+            word_results=(*first.word_results, *rest.word_results),
+            elapse=(first.elapse or 0) + (rest.elapse or 0),
         )
 
     @staticmethod
