@@ -17,7 +17,7 @@ import queue
 import shutil
 import threading
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -116,7 +116,8 @@ class EnginePool:
         self._created = 0
         self._promised = False
         self._failed: BaseException | None = None
-        self._queued = 0  # pages handed to the page threads and not begun (`pages_queued`)
+        self._queued = 0  # pages handed to the page threads that have no engine yet (`pages_queued`)
+        self._lent = 0  # idle engines lent to a page's line reading (`_lend_idle`)
         self._queued_lock = threading.Lock()
 
     def _create(self) -> OcrEngine:
@@ -154,7 +155,9 @@ class EnginePool:
         try:
             engine = self._idle.get_nowait()
         except queue.Empty:
-            engine = self._idle.get() if self._promised else self._create()
+            with self._queued_lock:  # a lent engine comes back: wait for it, never make another
+                lent = self._lent
+            engine = self._idle.get() if self._promised or lent else self._create()
         if engine is None:  # the background load failed: every page waiting is told why
             self._idle.put(None)  # type: ignore[arg-type]
             assert self._failed is not None
@@ -165,33 +168,39 @@ class EnginePool:
             self._idle.put(engine)
 
     def pages_queued(self, change: int) -> None:
-        """Pages handed to the page threads (+) or begun or dropped (-): engines are lent only
-        when none is waiting, at the end of a batch. Lent in the middle, the lender's thread
-        waited for its engine and the two threads reached the shared detector together: a
-        40-page run took 1 s longer."""
+        """Pages handed to the page threads (+), and pages that took their engine or ended
+        without one, or were dropped (-): engines are lent only when no page will want one, at
+        the end of a batch. Lent in the middle, the lender's thread waited for its engine and the
+        two threads reached the shared detector together: a 40-page run took 1 s longer."""
         with self._queued_lock:
             self._queued += change
 
     @contextmanager
     def _lend_idle(self) -> Iterator[Any]:
         """An engine no page holds, lent for a while, or None; never waits, and lends nothing
-        while pages wait to begin. A page asking for an engine meanwhile waits for it."""
-        if self._queued > 0:
-            yield None
-            return
-        try:
-            engine = self._idle.get_nowait()
-        except queue.Empty:
-            yield None
-            return
-        if engine is None:  # the marker of a failed load, for the pages: it goes back
-            self._idle.put(None)  # type: ignore[arg-type]
+        while a page is still to take its engine. A page asking for one meanwhile waits for it
+        (even where engines are made on demand: no engine is made beyond `ocr.workers`)."""
+        engine = None
+        with self._queued_lock:
+            if self._queued == 0:
+                try:
+                    engine = self._idle.get_nowait()
+                except queue.Empty:
+                    pass
+                else:
+                    if engine is None:  # the marker of a failed load, for the pages: it goes back
+                        self._idle.put(None)  # type: ignore[arg-type]
+                    else:
+                        self._lent += 1
+        if engine is None:
             yield None
             return
         try:
             yield engine
         finally:
-            self._idle.put(engine)
+            with self._queued_lock:
+                self._idle.put(engine)
+                self._lent -= 1
 
     def judges(self, engine: OcrEngine) -> tuple[imaging.UpDownJudge, ...]:
         from pipeline.ocr.tesseract import judge_up_down_osd
@@ -325,9 +334,11 @@ def process_page(
     settings: Settings,
     pool: EnginePool,
     cache_dir: Path,
+    on_engine: Callable[[], None] | None = None,
 ) -> PageResult:
     """Read, clean and OCR one page from its snapshot, or take the cached result for the same
-    bytes (the snapshot's SHA-256), frame and settings. The flow runs the same steps as tasks."""
+    bytes (the snapshot's SHA-256), frame and settings. The flow runs the same steps as tasks.
+    `on_engine` is called once the page holds its OCR engine."""
     hit = cached_page(page, seq, settings, cache_dir)
     if hit is not None:
         return hit
@@ -335,6 +346,8 @@ def process_page(
     if loaded is None:
         return result
     with pool.engine() as engine:
+        if on_engine is not None:
+            on_engine()
         cleaned = clean_step(loaded, result, settings, pool.judges(engine))
         del loaded
         return recognise_step(cleaned, result, engine, settings, cache_dir)

@@ -134,3 +134,32 @@ def test_a_run_leaves_its_whole_record_in_prefect(tmp_path: Path) -> None:
     assert [str(r.state_type) for r in (run, *tasks)] == ["StateType.COMPLETED"] * 3
     assert sorted(t.name for t in tasks) == [f"finish {code}", f"report {report['batch_id']}"]
     assert [e.event for e in events] == ["prefect.flow-run.Completed"]
+
+
+def test_the_batch_process_drains_prefects_queues_before_it_leaves(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`_leave` skips Python's teardown, and with it Prefect's own drain at exit: it must drain
+    the event and log queues itself, and flush the logs, before the process ends."""
+    import logging
+
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    from pipeline import batchrun
+
+    done: list[str] = []
+
+    def drained(name: str):  # type: ignore[no-untyped-def]
+        return classmethod(lambda cls, timeout=None: done.append(f"{name} {timeout}"))
+
+    monkeypatch.setattr(EventsWorker, "drain_all", drained("events"))
+    monkeypatch.setattr(APILogWorker, "drain_all", drained("logs"))
+    monkeypatch.setattr(logging, "shutdown", lambda: done.append("logging"))
+
+    def leave(code: int) -> None:
+        done.append(f"exit {code}")
+        raise SystemExit(code)
+
+    monkeypatch.setattr(os, "_exit", leave)
+    with pytest.raises(SystemExit):
+        batchrun._leave()
+    assert done == ["events 30", "logs 30", "logging", "exit 0"]

@@ -158,6 +158,17 @@ def test_an_item_is_one_prefect_task_run_and_an_embedded_run_sends_no_heartbeats
     assert "prefect.flow-run.heartbeat" not in names  # ...and none of them is a heartbeat
 
 
+def test_after_a_batch_no_page_is_counted_waiting_and_no_engine_is_lent(sample_run) -> None:  # type: ignore[no-untyped-def]
+    """The pool lends an idle engine to a page's line reading only when no page is still to take
+    an engine: a count left over by a batch would stop it for good (or start it mid-batch)."""
+    from pipeline import process
+
+    settings, _, _ = sample_run
+    pool = process.engine_pool(settings)
+    assert pool._queued == 0 and pool._lent == 0
+    assert pool._idle.qsize() == settings.ocr.workers  # every engine is back
+
+
 def test_rerunning_the_batch_redoes_nothing_and_duplicates_nothing(sample_run) -> None:  # type: ignore[no-untyped-def]
     from pipeline.flows.batch import run_batch
 

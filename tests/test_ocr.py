@@ -122,9 +122,10 @@ def test_engines_of_one_pool_share_one_detector_and_read_alike_at_once(samples_m
 
 def test_an_idle_engine_reads_half_of_a_pages_lines_the_text_unchanged(samples_module, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """At the end of a batch (or in a batch of one page) the other engine has no page: half of
-    the page's text lines go to it, read in a thread of its own, and the lines, boxes and scores
-    are what one engine alone gives. An engine in use is never lent, nor one whose thread has
-    pages waiting to begin."""
+    the page's text lines go to it, read in a thread of its own, and the lines, boxes, character
+    boxes and scores are what one engine alone gives, even from an engine that has never read
+    (RapidOCR keeps its last call's switches). An engine in use is never lent, nor one while a
+    page is still to take its engine."""
     from contextlib import ExitStack
 
     from pipeline.ocr.rapid import RapidOcrEngine
@@ -133,10 +134,11 @@ def test_an_idle_engine_reads_half_of_a_pages_lines_the_text_unchanged(samples_m
 
     page = np.asarray(samples_module.render_page("", LINES * 4, [], size_mm=(210, 150), seed=3))
     expected = RapidOcrEngine().recognise(page).lines
+    assert all(line.char_boxes for line in expected)
     pool = EnginePool(Settings(home=str(tmp_path / "home"), ocr={"workers": 2}))  # type: ignore[arg-type]
     pool.load(2)
     read: dict[int, list[int]] = {}
-    with ExitStack() as stack:
+    with ExitStack() as stack:  # count each engine's lines, without reading anything yet
         engines = [stack.enter_context(pool.engine()) for _ in range(2)]
         for engine in engines:
             own = engine._read_lines  # type: ignore[attr-defined]
@@ -146,20 +148,21 @@ def test_an_idle_engine_reads_half_of_a_pages_lines_the_text_unchanged(samples_m
                 return own(crops)
 
             engine._read_lines = counted  # type: ignore[attr-defined]
-        busy = engines[0].recognise(page).lines  # the other engine is in use: nothing is shared
-        assert busy == expected and list(read) == [id(engines[0])]
-    read.clear()
-    pool.pages_queued(1)  # a page waits to begin: its thread will want the idle engine
-    with pool.engine() as engine:
-        assert engine.recognise(page).lines == expected and list(read) == [id(engine)]
-    read.clear()
-    pool.pages_queued(-1)
     with pool.engine() as engine:
         shared = engine.recognise(page).lines
     other = next(e for e in engines if e is not engine)
     mine, theirs = read[id(engine)], read[id(other)]
     assert shared == expected
     assert len(mine) == len(theirs) == 1 and abs(mine[0] - theirs[0]) <= 1 and mine[0] + theirs[0] >= 8
+    read.clear()
+    with ExitStack() as stack:
+        first, second = (stack.enter_context(pool.engine()) for _ in range(2))
+        assert first.recognise(page).lines == expected and list(read) == [id(first)]  # the other is in use
+    read.clear()
+    pool.pages_queued(1)  # a page is still to take its engine: nothing is lent
+    with pool.engine() as engine:
+        assert engine.recognise(page).lines == expected and list(read) == [id(engine)]
+    pool.pages_queued(-1)
 
 
 def test_page_threads_asking_at_once_share_one_engine_pool(tmp_path) -> None:  # type: ignore[no-untyped-def]

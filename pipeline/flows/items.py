@@ -45,16 +45,25 @@ def _page(page: PlannedPage, seq: int, settings: Settings, cache_dir: Path) -> P
     """One page: its cached result for the same bytes and settings, or read, clean, recognise.
     An OCR engine that ran out of time is given two more tries (nothing else is retried)."""
     pool = process.engine_pool(settings)
-    pool.pages_queued(-1)
+    waiting = [True]  # counted in the pool until the page holds its engine, or ends without one
+
+    def engine_taken() -> None:
+        if waiting[0]:
+            waiting[0] = False
+            pool.pages_queued(-1)
+
     tries = 3
-    while True:
-        try:
-            return process.process_page(page, seq, settings, pool, cache_dir)
-        except OcrTimeoutError:
-            tries -= 1
-            if not tries:
-                raise
-            time.sleep(2)
+    try:
+        while True:
+            try:
+                return process.process_page(page, seq, settings, pool, cache_dir, on_engine=engine_taken)
+            except OcrTimeoutError:
+                tries -= 1
+                if not tries:
+                    raise
+                time.sleep(2)
+    finally:
+        engine_taken()
 
 
 class PageWork:
@@ -117,6 +126,7 @@ class PageWork:
         """Stop: pages not begun are dropped, pages being read are finished."""
         self._executor.shutdown(wait=True, cancel_futures=True)
         self._pool.pages_queued(-sum(1 for *_, future in self._pending if future.cancelled()))
+        self._pending.clear()  # closed twice (the flow and its caller), counted once
 
 
 # ---------------------------------------------------------------- one item

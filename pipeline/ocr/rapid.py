@@ -184,6 +184,9 @@ class RapidOcrEngine:
             if other is None:
                 return self._read_lines(crops)
             half = len(crops) // 2
+            # RapidOCR keeps the last call's switches: the lent engine's may be another's
+            other._ocr.return_word_box = self._ocr.return_word_box
+            other._ocr.return_single_char_box = self._ocr.return_single_char_box
             with ThreadPoolExecutor(1, thread_name_prefix="lines") as helper:
                 second = helper.submit(other._read_lines, crops[half:])
                 first: Any = self._read_lines(crops[:half])
