@@ -41,15 +41,17 @@ T = TypeVar("T")
 # ---------------------------------------------------------------- the pages
 
 
-def _page(page: PlannedPage, seq: int, settings: Settings, cache_dir: Path) -> PageResult:
+def _page(
+    page: PlannedPage, seq: int, settings: Settings, cache_dir: Path, pool: process.EnginePool
+) -> PageResult:
     """One page: its cached result for the same bytes and settings, or read, clean, recognise.
     An OCR engine that ran out of time is given two more tries (nothing else is retried)."""
-    pool = process.engine_pool(settings)
-    waiting = [True]  # counted in the pool until the page holds its engine, or ends without one
+    waiting = True  # counted in the pool until the page holds its engine, or ends without one
 
     def engine_taken() -> None:
-        if waiting[0]:
-            waiting[0] = False
+        nonlocal waiting
+        if waiting:
+            waiting = False
             pool.pages_queued(-1)
 
     tries = 3
@@ -99,7 +101,7 @@ class PageWork:
                 break
             i, seq, page = job
             self._pool.pages_queued(1)
-            future = self._executor.submit(_page, page, seq, self._settings, self._cache_dir)
+            future = self._executor.submit(_page, page, seq, self._settings, self._cache_dir, self._pool)
             self._pending.append((i, seq, page, future))
         return self
 

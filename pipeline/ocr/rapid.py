@@ -175,9 +175,9 @@ class RapidOcrEngine:
     def _read_lines_shared(self, crops: list[np.ndarray]) -> Any:
         """RapidOCR's line reading, with half of a page's lines read by an idle sibling engine
         in a thread of its own when the pool lends one (`borrow`; it does once no page is still
-        to take an engine): the last pages of a batch, and a batch of one page, would otherwise leave the
-        other cores waiting for this page's recogniser. Each line is read alone (`line_batch`
-        1), so the text and scores are the same whoever reads it."""
+        to take an engine): the last pages of a batch, and a batch of one page, would otherwise
+        leave the other cores waiting for this page's recogniser. Each line is read alone
+        (`line_batch` 1), so the text and scores are the same whoever reads it."""
         if self.borrow is None or len(crops) < SHARE_FROM_LINES:
             return self._read_lines(crops)
         with self.borrow() as other:
