@@ -265,6 +265,7 @@ class _Emitter:
 
 
 def main() -> None:
+    from pipeline import startup
     from pipeline.progress import set_observer
     from pipeline.tempfiles import use_private_tmp
 
@@ -282,6 +283,7 @@ def main() -> None:
             process.engine_pool(settings).load_in_background(settings.ocr.workers)
         from pipeline.flows.batch import run_batch
 
+        startup.settle()  # the imports are done: the pages' own objects are collected as usual
         set_observer(emitter)
         report = run_batch(Path(job["batch_dir"]), settings, job.get("batch_id"), job.get("manifest"))
     except CaptureError as exc:

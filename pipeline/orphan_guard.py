@@ -2,7 +2,8 @@
 
 The kernel is asked (PR_SET_PDEATHSIG) to send SIGKILL when the parent goes, then MODULE runs
 as `python -m MODULE ARGS` would. Done here, after exec, rather than between fork and exec,
-which is unsafe in a parent with threads.
+which is unsafe in a parent with threads. MODULE starts with the garbage collector's threshold
+raised (`pipeline.startup`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import os
 import runpy
 import signal
 import sys
+
+from pipeline import startup
 
 PR_SET_PDEATHSIG = 1
 
@@ -24,6 +27,7 @@ def main() -> None:
         pass
     if os.getppid() != parent:  # the parent died before the request took effect
         os._exit(1)
+    startup.raise_for_start()
     sys.argv = [module, *args]
     runpy.run_module(module, run_name="__main__", alter_sys=True)
 
