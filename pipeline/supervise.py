@@ -185,9 +185,10 @@ def await_prefect(
 class EmbeddedPrefect:
     """Prefect's own API server for one command, as a child that dies with it.
 
-    This is what Prefect's temporary server does (the same uvicorn command and settings),
-    started by us so that the kernel ends it with its parent instead of leaving it behind when
-    the parent is killed. Used when no PREFECT_API_URL is set (the embedded mode)."""
+    This is what Prefect's temporary server does (the same uvicorn command and settings, the app
+    built by Prefect's factory through `pipeline.prefect_app`), started by us so that the kernel
+    ends it with its parent instead of leaving it behind when the parent is killed. Used when no
+    PREFECT_API_URL is set (the embedded mode)."""
 
     def __init__(
         self, prefect_home: Path, log_file: Path, startup_seconds: float = 180.0, *, wait: bool = True
@@ -221,7 +222,7 @@ class EmbeddedPrefect:
             "--app-dir",
             _prefect_app_dir(),
             "--factory",
-            "prefect.server.api.server:create_app",
+            "pipeline.prefect_app:create_app",  # Prefect's own, then the collector settled
             "--host",
             "127.0.0.1",
             "--port",

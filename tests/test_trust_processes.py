@@ -200,7 +200,7 @@ def test_nothing_capture_run_started_outlives_it(tmp_path, samples_module) -> No
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:  # wait until the batch process runs beside its Prefect server
         commands = " ".join(cmd for _, cmd in _processes_with(str(home)))
-        if "pipeline.batchrun" in commands and "prefect.server" in commands:
+        if "pipeline.batchrun" in commands and "pipeline.prefect_app" in commands:
             break
         time.sleep(0.2)
     else:
