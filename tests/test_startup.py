@@ -5,21 +5,29 @@ from __future__ import annotations
 import gc
 import os
 import subprocess
+from pathlib import Path
 
 from pipeline import startup, supervise
 
 
-def test_a_child_starts_with_the_collectors_threshold_raised(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    (tmp_path / "gc_probe.py").write_text("import gc\nprint(*gc.get_threshold())\n", encoding="utf-8")
-    path = os.pathsep.join(p for p in (str(tmp_path), os.environ.get("PYTHONPATH", "")) if p)
-    child = supervise.start(
-        "gc_probe", [], name="probe", env={**os.environ, "PYTHONPATH": path}, stdout=subprocess.PIPE
-    )
+def _child_prints(folder: Path, source: str, timeout: float, **env: str) -> list[str]:
+    """What a module of `source`, started as a child through `supervise.start` (as the batch
+    process and Prefect's server are), prints, word by word; it must exit 0."""
+    (folder / "probe.py").write_text(source, encoding="utf-8")
+    path = os.pathsep.join(p for p in (str(folder), os.environ.get("PYTHONPATH", "")) if p)
+    environment = {**os.environ, "PYTHONPATH": path, **env}
+    environment.pop("PREFECT_API_URL", None)
+    child = supervise.start("probe", [], name="probe", env=environment, stdout=subprocess.PIPE)
     assert child.process.stdout is not None
-    out = child.process.stdout.read().decode()
-    assert child.wait(timeout=60) == 0
+    out = child.process.stdout.read().decode().split()
+    assert child.wait(timeout=timeout) == 0
+    return out
+
+
+def test_a_child_starts_with_the_collectors_threshold_raised(tmp_path: Path) -> None:
+    out = _child_prints(tmp_path, "import gc\nprint(*gc.get_threshold())\n", timeout=60)
     # the first threshold only: Python 3.14's collector reads the others differently
-    assert int(out.split()[0]) == startup.STARTING[0] > gc.get_threshold()[0]
+    assert int(out[0]) == startup.STARTING[0] > gc.get_threshold()[0]
 
 
 def test_settling_sets_the_interpreters_thresholds_back_and_freezes_the_start(
@@ -43,23 +51,18 @@ def test_settling_sets_the_interpreters_thresholds_back_and_freezes_the_start(
         gc.set_threshold(*before)
 
 
-def test_prefects_server_app_is_built_with_the_threshold_raised_and_then_settles(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_prefects_server_app_is_built_with_the_threshold_raised_and_then_settles(tmp_path: Path) -> None:
     """The embedded server's factory (uvicorn --factory pipeline.prefect_app:create_app) builds
     Prefect's app under the raised threshold, then sets the interpreter's back: the server of a
     `capture watch` lives for days."""
-    (tmp_path / "app_probe.py").write_text(
+    out = _child_prints(
+        tmp_path,
         "import gc\n"
         "from pipeline import prefect_app\n"
         "raised = gc.get_threshold()[0]\n"
         "app = prefect_app.create_app()\n"
         "print(raised, gc.get_threshold()[0], gc.get_freeze_count() > 10_000, type(app).__name__)\n",
-        encoding="utf-8",
+        timeout=120,
+        PREFECT_HOME=str(tmp_path / "prefect"),
     )
-    path = os.pathsep.join(p for p in (str(tmp_path), os.environ.get("PYTHONPATH", "")) if p)
-    env = {**os.environ, "PYTHONPATH": path, "PREFECT_HOME": str(tmp_path / "prefect")}
-    env.pop("PREFECT_API_URL", None)
-    child = supervise.start("app_probe", [], name="probe", env=env, stdout=subprocess.PIPE)
-    assert child.process.stdout is not None
-    out = child.process.stdout.read().decode().split()
-    assert child.wait(timeout=120) == 0
     assert out == [str(startup.STARTING[0]), str(gc.get_threshold()[0]), "True", "FastAPI"]
