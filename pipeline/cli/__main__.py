@@ -1,3 +1,3 @@
-from pipeline.cli import main
+from pipeline.cli import console_main
 
-main()
+console_main()
