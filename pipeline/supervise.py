@@ -9,7 +9,6 @@ people: "killed by SIGKILL (out of memory?)".
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import signal
@@ -22,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from pipeline.errors import CaptureError, ConfigError, PrefectUnavailable
+from pipeline.errors import CaptureError, PrefectUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -125,15 +124,6 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _prefect_app_dir() -> str:
-    """The folder holding the `prefect` package, found without importing it (importing Prefect
-    costs this command about a second before its server and batch process could start)."""
-    spec = importlib.util.find_spec("prefect")
-    if spec is None or spec.origin is None:
-        raise ConfigError("Prefect is not installed in this Python environment")
-    return str(Path(spec.origin).resolve().parent.parent)
-
-
 STARTING_PID = "CAPTURE_PREFECT_SERVER_PID"
 STARTING_LOG = "CAPTURE_PREFECT_SERVER_LOG"
 
@@ -185,18 +175,25 @@ def await_prefect(
 class EmbeddedPrefect:
     """Prefect's own API server for one command, as a child that dies with it.
 
-    This is what Prefect's temporary server does (the same uvicorn command and settings, the app
-    built by Prefect's factory through `pipeline.prefect_app`), started by us so that the kernel
-    ends it with its parent instead of leaving it behind when the parent is killed. Used when no
+    This is what Prefect's temporary server does (uvicorn with the same settings, the app built
+    by Prefect's factory; `pipeline.prefect_app`, which also stops sooner), started by us so that
+    the kernel ends it with its parent instead of leaving it behind when the parent is killed. Used when no
     PREFECT_API_URL is set (the embedded mode)."""
 
     def __init__(
-        self, prefect_home: Path, log_file: Path, startup_seconds: float = 180.0, *, wait: bool = True
+        self,
+        prefect_home: Path,
+        log_file: Path,
+        startup_seconds: float = 180.0,
+        *,
+        wait: bool = True,
+        housekeeping: bool = True,
     ) -> None:
         self.prefect_home = prefect_home
         self.log_file = log_file
         self.startup_seconds = startup_seconds
         self.wait = wait
+        self.housekeeping = housekeeping
         self.child: Child | None = None
         self.api_url = ""
 
@@ -218,22 +215,13 @@ class EmbeddedPrefect:
             "PREFECT_API_BLOCKS_REGISTER_ON_START": "false",
         }
         env.pop("PREFECT_API_URL", None)
-        args = [
-            "--app-dir",
-            _prefect_app_dir(),
-            "--factory",
-            "pipeline.prefect_app:create_app",  # Prefect's own, then the collector settled
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "error",
-            "--lifespan",
-            "on",
-        ]
+        args = ["--host", "127.0.0.1", "--port", str(port)]
+        if not self.housekeeping:  # a server for one command (pipeline.prefect_app._no_background_worker)
+            args.append("--no-housekeeping")
         with self.log_file.open("ab") as output:
-            self.child = start("uvicorn", args, name="prefect-server", env=env, stdout=output, stderr=output)
+            self.child = start(
+                "pipeline.prefect_app", args, name="prefect-server", env=env, stdout=output, stderr=output
+            )
         self.api_url = f"http://127.0.0.1:{port}/api"
         if self.wait:
             try:

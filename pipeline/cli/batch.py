@@ -95,11 +95,14 @@ def _submit(batch_dir: Path, batch_id: str, settings: Settings, columns: Any) ->
 
 
 @contextmanager
-def prefect_api(settings: Settings, own: str = "", *, ready: bool = True) -> Iterator[dict[str, str]]:
+def prefect_api(
+    settings: Settings, own: str = "", *, ready: bool = True, housekeeping: bool = True
+) -> Iterator[dict[str, str]]:
     """The environment for batch processes: a Prefect server that dies with this command (the
     embedded mode), or, in server mode, the cluster's. `ready=False` returns while the embedded
     server is still starting: the batch process begins its pages meanwhile and waits for it
-    before the flow run (`pipeline.supervise.await_prefect`)."""
+    before the flow run (`pipeline.supervise.await_prefect`). `housekeeping=False`: a server
+    for one batch, without Prefect's background worker (`pipeline.prefect_app`)."""
     from pipeline.supervise import EmbeddedPrefect
 
     if settings.server.mode == "server":
@@ -114,7 +117,8 @@ def prefect_api(settings: Settings, own: str = "", *, ready: bool = True) -> Ite
         yield env
         return
     home = Path(env["PREFECT_HOME"])
-    with EmbeddedPrefect(home, settings.home_dir / "logs" / "prefect-server.log", wait=ready) as server:
+    log_file = settings.home_dir / "logs" / "prefect-server.log"
+    with EmbeddedPrefect(home, log_file, wait=ready, housekeeping=housekeeping) as server:
         env.update(server.environment())
         yield env
 
@@ -204,7 +208,8 @@ def run(
         begin()
         report = _submit(batch_dir.resolve(), layout.batch_id, settings, columns)
     else:
-        with prefect_api(settings, ready=False) as env:  # the server starts while the catalogue imports
+        # the server starts while the catalogue imports; it serves this one batch
+        with prefect_api(settings, ready=False, housekeeping=False) as env:
             begin()
             with Progress(*columns, console=console, transient=False) as progress:
                 try:
