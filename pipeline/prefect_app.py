@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import logging
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -43,20 +44,45 @@ def create_app(housekeeping: bool = True) -> Any:
 @asynccontextmanager
 async def _no_background_worker(*args: Any, **kwargs: Any) -> AsyncIterator[None]:
     """In place of Prefect's `background_worker` (a docket worker on an in-memory Redis) for the
-    server of one `capture run`. Its work is housekeeping for a server that lives on: late and
-    cancelled runs, pause and lease expiries, work pools and deployments becoming ready, the
-    database's vacuum, proactive automations, logs of deleted runs; a command's server records
-    one flow run and none of these happen to it. Its loops woke every 0.1 s: 0.01 CPU second
-    a second, about 0.7 CPU s of a 40-page run with its start, on cores the pages use
-    (benchmarks/README.md). A `capture watch`'s server, which lives for days, keeps it."""
-    yield
+    server of one `capture run`. Its loops woke every 0.1 s: 0.01 CPU second a second, about
+    0.7 CPU s of a 40-page run with its start, on cores the pages use (benchmarks/README.md).
+    In an ephemeral server it runs three jobs: telemetry (off here), proactive automations
+    (none in the embedded mode) and the trimming of events past Prefect's retention, which the
+    runs' shared database needs: that one is run here once, beside the server's start
+    (`_trim_old_events`). A `capture watch`'s server, which lives for days, keeps the worker."""
+    trimming = asyncio.create_task(_trim_old_events())
+    try:
+        yield
+    finally:
+        await trimming
+
+
+async def _trim_old_events() -> None:
+    """Prefect's own event vacuum (what its worker would schedule), once, when Prefect's
+    settings enable it; a failure is logged, never the server's."""
+    from prefect.server.database import provide_database_interface
+    from prefect.server.services import db_vacuum
+    from prefect.settings.context import get_current_settings
+
+    settings = get_current_settings().server
+    if "events" not in settings.services.db_vacuum.enabled_vacuum_types:
+        return
+    if not settings.services.event_persister.enabled:
+        return
+    try:
+        db = provide_database_interface()
+        await db_vacuum.vacuum_events_with_retention_overrides(db=db)
+        await db_vacuum.vacuum_old_events(db=db)
+    except Exception:  # noqa: BLE001 - housekeeping must not stop the server
+        logging.getLogger(__name__).exception("trimming Prefect's old events failed")
 
 
 class QuickStop(uvicorn.Server):
     """uvicorn's server, stopping as soon as it is told to and without the pause for open
-    connections when none is open. With a connection open, uvicorn's own graceful stop runs
-    unchanged (requests in flight finish first); Prefect's lifespan ends in both cases, so what
-    its services hold (events, task run states) is written before the process exits."""
+    connections when none is open. With a connection open or a request still running (its
+    client gone), uvicorn's own graceful stop runs unchanged (requests in flight finish
+    first); Prefect's lifespan ends in both cases, so what its services hold (events, task run
+    states) is written before the process exits."""
 
     _loop: asyncio.AbstractEventLoop | None = None
     _woken: asyncio.Event | None = None
@@ -80,7 +106,7 @@ class QuickStop(uvicorn.Server):
             self._loop.call_soon_threadsafe(self._woken.set)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        if self.server_state.connections or self.force_exit:
+        if self.server_state.connections or self.server_state.tasks or self.force_exit:
             await super().shutdown(sockets)
             return
         for server in self.servers:  # no connection to wait for: stop listening, end the lifespan

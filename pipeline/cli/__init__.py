@@ -127,8 +127,9 @@ def _leave(code: str | int | None) -> None:
         sys.exit(code)
     logging.shutdown()
     try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except OSError:  # a reader that went away (`capture search ... | head`): as Python would say
-        sys.exit(code)
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None and not stream.closed:
+                stream.flush()
+    except (OSError, ValueError):  # a reader that went away (`capture search ... | head`)
+        sys.exit(code)  # as Python would say it
     os._exit(code or 0)
