@@ -177,8 +177,8 @@ class EmbeddedPrefect:
 
     This is what Prefect's temporary server does (uvicorn with the same settings, the app built
     by Prefect's factory; `pipeline.prefect_app`, which also stops sooner), started by us so that
-    the kernel ends it with its parent instead of leaving it behind when the parent is killed. Used when no
-    PREFECT_API_URL is set (the embedded mode)."""
+    the kernel ends it with its parent instead of leaving it behind when the parent is killed.
+    Used when no PREFECT_API_URL is set (the embedded mode)."""
 
     def __init__(
         self,

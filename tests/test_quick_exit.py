@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import _free_port
+
 # A tiny ASGI app served by QuickStop: its lifespan and its requests leave marks in a file.
 APP = """
 import asyncio, sys
@@ -58,14 +60,8 @@ QuickStop(config).run()
 """
 
 
-def _port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _serve(tmp_path: Path) -> tuple[subprocess.Popen[bytes], int, Path]:
-    script, marks, port = tmp_path / "app.py", tmp_path / "marks.txt", _port()
+    script, marks, port = tmp_path / "app.py", tmp_path / "marks.txt", _free_port()
     script.write_text(APP, encoding="utf-8")
     server = subprocess.Popen([sys.executable, str(script), str(port), str(marks)])
     deadline = time.monotonic() + 60

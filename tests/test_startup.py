@@ -52,7 +52,7 @@ def test_settling_sets_the_interpreters_thresholds_back_and_freezes_the_start(
 
 
 def test_prefects_server_app_is_built_with_the_threshold_raised_and_then_settles(tmp_path: Path) -> None:
-    """The embedded server's factory (uvicorn --factory pipeline.prefect_app:create_app) builds
+    """The embedded server's factory (`pipeline.prefect_app.create_app`, which its uvicorn calls) builds
     Prefect's app under the raised threshold, then sets the interpreter's back: the server of a
     `capture watch` lives for days."""
     out = _child_prints(
