@@ -255,7 +255,63 @@ def clean_page(
 
     The result's `geometry` is the whole cleanup as one affine map from the source's pixels to
     the cleaned page's, so packaging can draw the source itself (a kept JPEG) as the cleaned page.
+    In two parts: `begin_cleaning`, everything before the up/down vote (which needs an OCR
+    engine), and `finish_cleaning`, the vote and what follows.
     """
+    begun = begin_cleaning(
+        image,
+        dpi,
+        max_skew=max_skew,
+        detect_orientation=detect_orientation,
+        crop_borders=crop_borders,
+        blank_threshold=blank_threshold,
+    )
+    return begun if isinstance(begun, CleanedPage) else finish_cleaning(begun, judges)
+
+
+@dataclass
+class BegunPage:
+    """A page cleaned up to its up/down vote (`begin_cleaning`); `finish_cleaning` ends it."""
+
+    image: np.ndarray  # on its upright axis, deskewed
+    gray: np.ndarray | None  # the same in grey, for the vote (None: no vote asked)
+    transform: np.ndarray  # source pixels -> `image`
+    turns: int
+    skew_deg: float
+    fill: tuple[float, ...]
+    ink_ratio: float
+    source_size: tuple[int, int]
+    source_crop: tuple[int, int, int, int]
+    crop_borders: bool
+
+
+def _geometry(
+    source_size: tuple[int, int],
+    source_crop: tuple[int, int, int, int],
+    m: np.ndarray,
+    final: np.ndarray,
+    fill: tuple[float, ...] = (),
+) -> PageGeometry:
+    return PageGeometry(
+        source_size,
+        source_crop,
+        (float(m[0, 0]), float(m[0, 1]), float(m[0, 2]), float(m[1, 0]), float(m[1, 1]), float(m[1, 2])),
+        (final.shape[1], final.shape[0]),
+        fill,
+    )
+
+
+def begin_cleaning(
+    image: np.ndarray,
+    dpi: int,
+    *,
+    max_skew: float = 10.0,
+    detect_orientation: bool = True,
+    crop_borders: bool = True,
+    blank_threshold: float = 0.0001,
+) -> CleanedPage | BegunPage:
+    """Crop the dark borders, test for blankness (a blank page ends here, cleaned), find the
+    text's axis and skew, turn and deskew: the part of `clean_page` that needs no OCR engine."""
     source_h, source_w = image.shape[:2]
     source_crop = dark_border_box(image) if crop_borders else (0, 0, source_w, source_h)
     x0, y0, x1, y1 = source_crop
@@ -263,19 +319,9 @@ def clean_page(
     transform = _translation(-x0, -y0)
     gray = to_gray(image)
     blank, ratio = is_blank(gray, dpi, blank_threshold)
-
-    def geometry(final: np.ndarray, fill: tuple[float, ...] = ()) -> PageGeometry:
-        m = transform
-        return PageGeometry(
-            (source_w, source_h),
-            source_crop,
-            (float(m[0, 0]), float(m[0, 1]), float(m[0, 2]), float(m[1, 0]), float(m[1, 1]), float(m[1, 2])),
-            (final.shape[1], final.shape[0]),
-            fill,
-        )
-
     if blank:
-        return CleanedPage(image, 0, 0.0, "blank", True, ratio, geometry(image))
+        geometry = _geometry((source_w, source_h), source_crop, transform, image)
+        return CleanedPage(image, 0, 0.0, "blank", True, ratio, geometry)
 
     turns, skew = (
         estimate_axis_and_skew(gray, max_skew) if detect_orientation else (0, estimate_skew(gray, max_skew))
@@ -287,19 +333,38 @@ def clean_page(
         fill = paper_colour(image)
         transform = deskew_matrix(skew.angle, image.shape[1], image.shape[0]) @ transform
     image = deskew(image, skew.angle)
+    return BegunPage(
+        image,
+        to_gray(image) if detect_orientation else None,
+        transform,
+        turns,
+        skew.angle,
+        fill,
+        ratio,
+        (source_w, source_h),
+        source_crop,
+        crop_borders,
+    )
+
+
+def finish_cleaning(begun: BegunPage, judges: tuple[UpDownJudge, ...]) -> CleanedPage:
+    """The up/down vote (when `begin_cleaning` was asked for it), a half turn if the page is
+    upside down, and the dark borders the turn and deskew left, cropped."""
+    image, transform, turns = begun.image, begun.transform, begun.turns
     method = "profile"
-    if detect_orientation:
-        upside_down, method = _judge_up_down(to_gray(image), judges)
+    if begun.gray is not None:
+        upside_down, method = _judge_up_down(begun.gray, judges)
         if upside_down:
             transform = quarter_turn_matrix(2, image.shape[1], image.shape[0]) @ transform
             image = rotate_quarter_turns(image, 2)
             turns += 2
-    if crop_borders:
+    if begun.crop_borders:
         x0, y0, x1, y1 = dark_border_box(image)
         if (x0, y0, x1, y1) != (0, 0, image.shape[1], image.shape[0]):
             transform = _translation(-x0, -y0) @ transform
             image = image[y0:y1, x0:x1]
-    return CleanedPage(image, (turns % 4) * 90, skew.angle, method, False, ratio, geometry(image, fill))
+    geometry = _geometry(begun.source_size, begun.source_crop, transform, image, begun.fill)
+    return CleanedPage(image, (turns % 4) * 90, begun.skew_deg, method, False, begun.ink_ratio, geometry)
 
 
 def _judge_up_down(gray: np.ndarray, judges: tuple[UpDownJudge, ...]) -> tuple[bool, str]:

@@ -328,6 +328,21 @@ def _same_bytes(path: Path, sha256: str) -> bool:
         return False
 
 
+Prepared = PageResult | tuple[PageResult, "imaging.CleanedPage | imaging.BegunPage"]
+
+
+def prepare_page(page: PlannedPage, seq: int, settings: Settings, cache_dir: Path) -> Prepared:
+    """The part of a page that needs no OCR engine: its cached result (final), an unreadable
+    page's result (final), or the page read and cleaned up to its up/down vote."""
+    hit = cached_page(page, seq, settings, cache_dir)
+    if hit is not None:
+        return hit
+    result, loaded = read_step(page, seq, settings, cache_dir)
+    if loaded is None:
+        return result
+    return result, begin_step(loaded, result, settings)
+
+
 def process_page(
     page: PlannedPage,
     seq: int,
@@ -335,21 +350,22 @@ def process_page(
     pool: EnginePool,
     cache_dir: Path,
     on_engine: Callable[[], None] | None = None,
+    prepared: Prepared | None = None,
 ) -> PageResult:
     """Read, clean and OCR one page from its snapshot, or take the cached result for the same
     bytes (the snapshot's SHA-256), frame and settings. The flow runs the same steps as tasks.
-    `on_engine` is called once the page holds its OCR engine."""
-    hit = cached_page(page, seq, settings, cache_dir)
-    if hit is not None:
-        return hit
-    result, loaded = read_step(page, seq, settings, cache_dir)
-    if loaded is None:
-        return result
+    `on_engine` is called once the page holds its OCR engine; `prepared` is what
+    `prepare_page` gave for it, if another thread began it."""
+    ready = prepared if prepared is not None else prepare_page(page, seq, settings, cache_dir)
+    if isinstance(ready, PageResult):
+        return ready
+    result, begun = ready
+    del ready, prepared
     with pool.engine() as engine:
         if on_engine is not None:
             on_engine()
-        cleaned = clean_step(loaded, result, settings, pool.judges(engine))
-        del loaded
+        cleaned = finish_step(begun, result, pool.judges(engine))
+        del begun
         return recognise_step(cleaned, result, engine, settings, cache_dir)
 
 
@@ -404,16 +420,31 @@ def clean_step(
     loaded: LoadedPage, result: PageResult, settings: Settings, judges: tuple[imaging.UpDownJudge, ...]
 ) -> imaging.CleanedPage:
     """Upright, deskew, crop the borders, test for blankness (imaging.clean_page)."""
+    return finish_step(begin_step(loaded, result, settings), result, judges)
+
+
+def begin_step(
+    loaded: LoadedPage, result: PageResult, settings: Settings
+) -> imaging.CleanedPage | imaging.BegunPage:
+    """The cleanup up to the up/down vote (imaging.begin_cleaning); a blank page ends here."""
     imaging_settings = settings.imaging
-    cleaned = imaging.clean_page(
+    return imaging.begin_cleaning(
         loaded.pixels,
         result.dpi or imaging_settings.default_dpi,
         max_skew=imaging_settings.max_skew_deg,
         detect_orientation=imaging_settings.detect_orientation,
         crop_borders=imaging_settings.crop_borders,
         blank_threshold=imaging_settings.blank_ink_ratio,
-        judges=judges,
     )
+
+
+def finish_step(
+    begun: imaging.CleanedPage | imaging.BegunPage,
+    result: PageResult,
+    judges: tuple[imaging.UpDownJudge, ...],
+) -> imaging.CleanedPage:
+    """The rest of the cleanup (imaging.finish_cleaning), its figures kept in the result."""
+    cleaned = begun if isinstance(begun, imaging.CleanedPage) else imaging.finish_cleaning(begun, judges)
     result.rotation, result.skew_deg = cleaned.rotation, cleaned.skew_deg
     result.orientation_method, result.blank = cleaned.orientation_method, cleaned.blank
     result.height, result.width = cleaned.image.shape[:2]

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
+import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -42,10 +45,16 @@ T = TypeVar("T")
 
 
 def _page(
-    page: PlannedPage, seq: int, settings: Settings, cache_dir: Path, pool: process.EnginePool
+    page: PlannedPage,
+    seq: int,
+    settings: Settings,
+    cache_dir: Path,
+    pool: process.EnginePool,
+    ahead: _Ahead | None = None,
 ) -> PageResult:
-    """One page: its cached result for the same bytes and settings, or read, clean, recognise.
-    An OCR engine that ran out of time is given two more tries (nothing else is retried)."""
+    """One page: its cached result for the same bytes and settings, or read, clean, recognise
+    (begun by the preparing thread, `ahead`, when it got there first). An OCR engine that ran
+    out of time is given two more tries (nothing else is retried)."""
     waiting = True  # counted in the pool until the page holds its engine, or ends without one
 
     def engine_taken() -> None:
@@ -56,10 +65,14 @@ def _page(
 
     tries = 3
     try:
+        prepared = ahead.take() if ahead is not None else None
         while True:
             try:
-                return process.process_page(page, seq, settings, pool, cache_dir, on_engine=engine_taken)
+                return process.process_page(
+                    page, seq, settings, pool, cache_dir, on_engine=engine_taken, prepared=prepared
+                )
             except OcrTimeoutError:
+                prepared = None
                 tries -= 1
                 if not tries:
                     raise
@@ -68,11 +81,59 @@ def _page(
         engine_taken()
 
 
+class _Ahead:
+    """One page's engine-free part (`process.prepare_page`): begun by the preparing thread
+    before a page thread reaches the page, or left to the page thread if it gets there first."""
+
+    def __init__(self, room: threading.Semaphore) -> None:
+        self._lock = threading.Lock()
+        self._claimed = False
+        self._done = threading.Event()
+        self._room = room  # how many prepared pages may wait for their page thread
+        self._value: process.Prepared | BaseException | None = None
+
+    def claim(self) -> bool:
+        with self._lock:
+            claimed, self._claimed = self._claimed, True
+        return not claimed
+
+    def give(self, value: process.Prepared | BaseException) -> None:
+        self._value = value
+        self._done.set()
+
+    def take(self) -> process.Prepared | None:
+        """For the page thread: what the preparing thread made of the page (waited for, if it is
+        making it now), or None when the page thread is to prepare the page itself."""
+        if self.claim():
+            return None
+        self._done.wait()
+        self._room.release()
+        value, self._value = self._value, None
+        if isinstance(value, BaseException):
+            raise value
+        return value
+
+
+def _lowest_priority() -> None:
+    """This thread only on cores the others leave idle (Linux: a nice value is per thread)."""
+    if sys.platform == "linux":
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        except OSError:
+            pass
+
+
 class PageWork:
     """Every page of these items read, cleaned and recognised by `ocr.workers` threads of this
     process, each with its OCR engine, in batch order, at most `window` pages ahead of the
     items being finished (a page waiting is its text and boxes: its pixels are in the work
     folder).
+
+    One more thread, at the lowest priority, reads and cleans the next pages up to their
+    up/down vote (the part that needs no engine; about a fifth of a page's time) while the
+    page threads are busy: it runs in the moments a page thread waits, for the text detector
+    the engines share or for the interpreter, and a page it began is finished by the page
+    thread that reaches it. At most `ocr.workers` prepared pages wait.
 
     The pages are plain function calls, not Prefect tasks: a task run per page cost the
     Prefect server three or four API calls and their events, and the work cannot start before
@@ -93,17 +154,46 @@ class PageWork:
         self._window = workers * 16
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="page")
         self._pending: deque[tuple[int, int, PlannedPage, Future[PageResult]]] = deque()
+        self._room = threading.Semaphore(1)
+        self._ahead: queue.SimpleQueue[tuple[_Ahead, PlannedPage, int] | None] = queue.SimpleQueue()
+        self._closed = False
+        self._preparer: threading.Thread | None = None
 
     def start(self) -> PageWork:
+        if self._preparer is None and not self._closed:
+            self._preparer = threading.Thread(target=self._prepare, name="page-ahead", daemon=True)
+            self._preparer.start()
         while len(self._pending) < self._window:
             job = next(self._jobs, None)
             if job is None:
                 break
             i, seq, page = job
             self._pool.pages_queued(1)
-            future = self._executor.submit(_page, page, seq, self._settings, self._cache_dir, self._pool)
+            ahead = _Ahead(self._room)
+            future = self._executor.submit(
+                _page, page, seq, self._settings, self._cache_dir, self._pool, ahead
+            )
+            self._ahead.put((ahead, page, seq))
             self._pending.append((i, seq, page, future))
         return self
+
+    def _prepare(self) -> None:
+        _lowest_priority()
+        while True:
+            job = self._ahead.get()
+            if job is None:
+                return
+            ahead, page, seq = job
+            self._room.acquire()
+            if self._closed or not ahead.claim():
+                self._room.release()
+                continue
+            value: process.Prepared | BaseException
+            try:
+                value = process.prepare_page(page, seq, self._settings, self._cache_dir)
+            except BaseException as exc:  # noqa: BLE001 - the page thread raises it, as its own
+                value = exc
+            ahead.give(value)
 
     def results(self) -> Iterator[tuple[int, PageResult]]:
         """(item index, page result) in batch order, as they are done."""
@@ -126,7 +216,12 @@ class PageWork:
 
     def close(self) -> None:
         """Stop: pages not begun are dropped, pages being read are finished."""
+        self._closed = True
+        self._ahead.put(None)
+        self._room.release()  # the preparing thread may wait for room
         self._executor.shutdown(wait=True, cancel_futures=True)
+        if self._preparer is not None:
+            self._preparer.join()
         self._pool.pages_queued(-sum(1 for *_, future in self._pending if future.cancelled()))
         self._pending.clear()  # closed twice (the flow and its caller), counted once
 
