@@ -842,7 +842,27 @@ def machine() -> dict[str, Any]:
         "platform": platform.platform(),
         "python": platform.python_version(),
         "cores": os.cpu_count(),
+        **_cpu(),
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def _cpu() -> dict[str, Any]:
+    """The processor's name and the vector units OpenVINO picks its kernels by: with AMX it
+    runs the models in bfloat16 (its default there), so the figures of two machines differ."""
+    try:
+        info = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return {}
+    fields: dict[str, str] = {}
+    for line in info.splitlines():  # the first processor's lines
+        key, colon, value = line.partition(":")
+        if colon:
+            fields.setdefault(key.strip(), value.strip())
+    flags = set(fields.get("flags", "").split())
+    return {
+        "cpu": fields.get("model name", ""),
+        "cpu_units": sorted(f for f in flags if f.startswith(("avx512_bf16", "amx", "avx2", "avx512f"))),
     }
 
 
