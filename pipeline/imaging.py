@@ -347,9 +347,12 @@ def begin_cleaning(
     )
 
 
+_SPENT = np.empty((0, 0), np.uint8)
+
+
 def finish_cleaning(begun: BegunPage, judges: tuple[UpDownJudge, ...]) -> CleanedPage:
     """The up/down vote (when `begin_cleaning` was asked for it), a half turn if the page is
-    upside down, and the dark borders the turn and deskew left, cropped."""
+    upside down, and the dark borders the turn and deskew left, cropped. `begun` is spent."""
     image, transform, turns = begun.image, begun.transform, begun.turns
     method = "profile"
     if begun.gray is not None:
@@ -364,6 +367,7 @@ def finish_cleaning(begun: BegunPage, judges: tuple[UpDownJudge, ...]) -> Cleane
             transform = _translation(-x0, -y0) @ transform
             image = image[y0:y1, x0:x1]
     geometry = _geometry(begun.source_size, begun.source_crop, transform, image, begun.fill)
+    begun.image, begun.gray = _SPENT, None  # whoever still holds `begun` holds no pixels
     return CleanedPage(image, (turns % 4) * 90, begun.skew_deg, method, False, begun.ink_ratio, geometry)
 
 

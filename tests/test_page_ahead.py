@@ -6,6 +6,10 @@ Real RapidOCR, OpenCV and Tesseract; no mocks (the spy below calls the real func
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from pathlib import Path
@@ -125,3 +129,62 @@ def test_a_failure_while_preparing_ahead_is_raised_by_the_page_that_wanted_it() 
 
     left = _Ahead(threading.Semaphore(0))
     assert left.take() is None  # not begun: the page thread prepares it itself
+
+
+def test_opencvs_threads_keep_their_priority_when_the_preparing_thread_starts_them() -> None:
+    """OpenCV starts its worker threads at its first parallel call, and a new thread takes the
+    priority of the thread that starts it: started by the preparing thread at the lowest
+    priority, they would slow every page thread's OpenCV work. In a process of its own, where
+    OpenCV has started nothing yet."""
+    probe = textwrap.dedent(
+        """
+        import os, threading
+        import cv2, numpy as np
+        from pipeline.flows.items import _lowest_priority, _start_opencv_threads
+
+        def nice(tid):
+            stat = open(f"/proc/self/task/{tid}/stat").read()
+            return int(stat[stat.rindex(")") + 2 :].split()[16])
+
+        def prepare(first):
+            if first:
+                _start_opencv_threads()
+            _lowest_priority()
+            page = np.zeros((2000, 1400), np.uint8)
+            cv2.warpAffine(page, cv2.getRotationMatrix2D((700, 1000), 1.0, 1.0), (1400, 2000))
+            print(threading.get_native_id())
+
+        thread = threading.Thread(target=prepare, args=(os.environ["FIRST"] == "1",))
+        thread.start()
+        thread.join()
+        print(sorted(nice(t) for t in os.listdir("/proc/self/task")))
+        """
+    )
+    seen = {}
+    for first in ("1", "0"):
+        done = subprocess.run(
+            [sys.executable, "-c", probe], capture_output=True, text=True, env={**os.environ, "FIRST": first}
+        )
+        assert done.returncode == 0, done.stderr
+        seen[first] = done.stdout.split()[-1]
+    assert "19" not in seen["1"]  # the pool at the page threads' priority
+    assert "19" in seen["0"]  # what it guards against: without it the pool takes the lowest
+
+
+def test_a_finished_cleaning_keeps_no_pixels_in_what_it_began(samples_module, rapid_engine) -> None:  # type: ignore[no-untyped-def]
+    import numpy as np
+
+    from pipeline import imaging
+
+    page = np.asarray(samples_module.render_page("投保单", ["保险合同变更申请书"] * 4, [], seed=4, skew=2.0))
+    begun = imaging.begin_cleaning(page, 300)
+    assert isinstance(begun, imaging.BegunPage) and begun.gray is not None
+    cleaned = imaging.finish_cleaning(begun, (rapid_engine.judge_up_down,))
+    whole = imaging.clean_page(page, 300, judges=(rapid_engine.judge_up_down,))
+    assert (cleaned.rotation, cleaned.skew_deg, cleaned.geometry) == (
+        whole.rotation,
+        whole.skew_deg,
+        whole.geometry,
+    )
+    assert np.array_equal(cleaned.image, whole.image)
+    assert begun.image.size == 0 and begun.gray is None  # spent: a holder of it keeps no page

@@ -114,6 +114,15 @@ class _Ahead:
         return value
 
 
+def _start_opencv_threads() -> None:
+    """OpenCV starts its pool of worker threads at its first parallel call, and a thread takes
+    the priority of the thread that starts it: the pool must not start at the lowest one."""
+    import cv2
+    import numpy as np
+
+    cv2.warpAffine(np.zeros((16, 16), np.uint8), np.eye(2, 3, dtype=np.float32), (16, 16))
+
+
 def _lowest_priority() -> None:
     """This thread only on cores the others leave idle (Linux: a nice value is per thread)."""
     if sys.platform == "linux":
@@ -133,7 +142,8 @@ class PageWork:
     up/down vote (the part that needs no engine; about a fifth of a page's time) while the
     page threads are busy: it runs in the moments a page thread waits, for the text detector
     the engines share or for the interpreter, and a page it began is finished by the page
-    thread that reaches it. At most `ocr.workers` prepared pages wait.
+    thread that reaches it. At most one prepared page waits. Only where a thread's priority can
+    be set (Linux); elsewhere each page thread reads and cleans its own pages.
 
     The pages are plain function calls, not Prefect tasks: a task run per page cost the
     Prefect server three or four API calls and their events, and the work cannot start before
@@ -160,7 +170,7 @@ class PageWork:
         self._preparer: threading.Thread | None = None
 
     def start(self) -> PageWork:
-        if self._preparer is None and not self._closed:
+        if self._preparer is None and not self._closed and sys.platform == "linux":
             self._preparer = threading.Thread(target=self._prepare, name="page-ahead", daemon=True)
             self._preparer.start()
         while len(self._pending) < self._window:
@@ -169,31 +179,34 @@ class PageWork:
                 break
             i, seq, page = job
             self._pool.pages_queued(1)
-            ahead = _Ahead(self._room)
+            ahead = _Ahead(self._room) if self._preparer is not None else None
             future = self._executor.submit(
                 _page, page, seq, self._settings, self._cache_dir, self._pool, ahead
             )
-            self._ahead.put((ahead, page, seq))
+            if ahead is not None:
+                self._ahead.put((ahead, page, seq))
             self._pending.append((i, seq, page, future))
         return self
 
     def _prepare(self) -> None:
+        _start_opencv_threads()  # before this thread's priority falls: new threads inherit it
         _lowest_priority()
         while True:
             job = self._ahead.get()
             if job is None:
                 return
-            ahead, page, seq = job
             self._room.acquire()
-            if self._closed or not ahead.claim():
+            if self._closed or not job[0].claim():
                 self._room.release()
                 continue
-            value: process.Prepared | BaseException
-            try:
-                value = process.prepare_page(page, seq, self._settings, self._cache_dir)
-            except BaseException as exc:  # noqa: BLE001 - the page thread raises it, as its own
-                value = exc
-            ahead.give(value)
+            self._prepare_one(*job)
+            del job  # the page is its page thread's now: nothing of it is kept here
+
+    def _prepare_one(self, ahead: _Ahead, page: PlannedPage, seq: int) -> None:
+        try:
+            ahead.give(process.prepare_page(page, seq, self._settings, self._cache_dir))
+        except BaseException as exc:  # noqa: BLE001 - the page thread raises it, as its own
+            ahead.give(exc)
 
     def results(self) -> Iterator[tuple[int, PageResult]]:
         """(item index, page result) in batch order, as they are done."""
