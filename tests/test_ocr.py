@@ -49,6 +49,27 @@ def test_a_grey_page_reads_as_the_same_page_in_colour(samples_module, rapid_engi
     assert (as_grey.width, as_grey.height) == (grey.shape[1], grey.shape[0])
 
 
+def test_the_detectors_input_is_rapidocrs_to_the_bit(rapid_engine) -> None:  # type: ignore[no-untyped-def]
+    """The text detector's input is made one channel at a time (not three whole-page float64
+    copies at once): the same float32 input as RapidOCR's own, for a page, a vote's shrunk page
+    and a wide strip; in the sibling engines too."""
+    from rapidocr.ch_ppocr_det.utils import DetPreProcess
+
+    detector = rapid_engine._ocr.text_det
+    rng = np.random.default_rng(7)
+    for shape in [(3508, 2480, 3), (1050, 742, 3), (300, 1900, 3)]:
+        page = rng.integers(0, 256, shape, dtype=np.uint8)
+        ours = detector.get_preprocess()(page)
+        theirs = DetPreProcess(detector.limit_side_len, detector.limit_type, detector.mean, detector.std)(
+            page
+        )
+        assert type(detector.get_preprocess()) is not DetPreProcess
+        assert ours.dtype == theirs.dtype == np.float32 and ours.shape == theirs.shape
+        assert ours.tobytes() == theirs.tobytes()
+    sibling = rapid_engine.sibling()._ocr.text_det
+    assert type(sibling.get_preprocess()) is type(detector.get_preprocess())
+
+
 def test_both_rapidocr_runtimes_read_the_same_text(samples_module, rapid_engine) -> None:  # type: ignore[no-untyped-def]
     from pipeline.ocr.base import create_engine
     from pipeline.settings import OcrSettings
