@@ -266,7 +266,7 @@ def clean_page(
         crop_borders=crop_borders,
         blank_threshold=blank_threshold,
     )
-    return begun if isinstance(begun, CleanedPage) else finish_cleaning(begun, judges)
+    return finish_cleaning(begun, judges)
 
 
 @dataclass
@@ -350,9 +350,12 @@ def begin_cleaning(
 _SPENT = np.empty((0, 0), np.uint8)
 
 
-def finish_cleaning(begun: BegunPage, judges: tuple[UpDownJudge, ...]) -> CleanedPage:
+def finish_cleaning(begun: CleanedPage | BegunPage, judges: tuple[UpDownJudge, ...]) -> CleanedPage:
     """The up/down vote (when `begin_cleaning` was asked for it), a half turn if the page is
-    upside down, and the dark borders the turn and deskew left, cropped. `begun` is spent."""
+    upside down, and the dark borders the turn and deskew left, cropped. `begun` is spent. A
+    page `begin_cleaning` ended (a blank one) is returned as it is."""
+    if isinstance(begun, CleanedPage):
+        return begun
     image, transform, turns = begun.image, begun.transform, begun.turns
     method = "profile"
     if begun.gray is not None:

@@ -360,12 +360,10 @@ def process_page(
     if isinstance(ready, PageResult):
         return ready
     result, begun = ready
-    del ready, prepared
     with pool.engine() as engine:
         if on_engine is not None:
             on_engine()
-        cleaned = finish_step(begun, result, pool.judges(engine))
-        del begun
+        cleaned = finish_step(begun, result, pool.judges(engine))  # spends `begun`: no pixels left in it
         return recognise_step(cleaned, result, engine, settings, cache_dir)
 
 
@@ -444,7 +442,7 @@ def finish_step(
     judges: tuple[imaging.UpDownJudge, ...],
 ) -> imaging.CleanedPage:
     """The rest of the cleanup (imaging.finish_cleaning), its figures kept in the result."""
-    cleaned = begun if isinstance(begun, imaging.CleanedPage) else imaging.finish_cleaning(begun, judges)
+    cleaned = imaging.finish_cleaning(begun, judges)
     result.rotation, result.skew_deg = cleaned.rotation, cleaned.skew_deg
     result.orientation_method, result.blank = cleaned.orientation_method, cleaned.blank
     result.height, result.width = cleaned.image.shape[:2]
