@@ -124,12 +124,12 @@ def _start_opencv_threads() -> None:
 
 
 def _lowest_priority() -> None:
-    """This thread only on cores the others leave idle (Linux: a nice value is per thread)."""
-    if sys.platform == "linux":
-        try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-        except OSError:
-            pass
+    """This thread only on cores the others leave idle (Linux, where a nice value is per thread:
+    `PageWork` starts the preparing thread nowhere else)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+    except OSError:
+        pass
 
 
 class PageWork:

@@ -141,8 +141,6 @@ def _grey_shrunk_first(
     benchmark's batch)."""
     if image.ndim != 2:
         return preprocess(image)
-    if max_side <= 0:  # RapidOCR's preprocessing is off: the page as it is, in BGR
-        return preprocess(cv2.cvtColor(image, cv2.COLOR_GRAY2BGR))
     from rapidocr.utils.process_img import resize_image_within_bounds
 
     shrunk, ratio_h, ratio_w = resize_image_within_bounds(image, min_side, max_side)
@@ -217,13 +215,11 @@ class RapidOcrEngine:
             _lean_detector_input(det)
         except Exception as exc:  # noqa: BLE001 - any loader failure is the engine's
             raise OcrError(f"RapidOCR could not load {models} on {runtime}: {exc}") from exc
-        self._ocr.load_img = functools.partial(_grey_as_it_is, self._ocr.load_img)  # type: ignore[assignment]
-        self._ocr.preprocess_img = functools.partial(  # type: ignore[method-assign]
-            _grey_shrunk_first,
-            self._ocr.preprocess_img,
-            self._ocr.min_side_len,
-            self._ocr.max_side_len if self._ocr.cfg.Global.use_preprocess_img else 0,
-        )
+        if self._ocr.cfg.Global.use_preprocess_img:  # RapidOCR shrinks the page: a grey one shrunk grey
+            self._ocr.load_img = functools.partial(_grey_as_it_is, self._ocr.load_img)  # type: ignore[assignment]
+            self._ocr.preprocess_img = functools.partial(  # type: ignore[method-assign]
+                _grey_shrunk_first, self._ocr.preprocess_img, self._ocr.min_side_len, self._ocr.max_side_len
+            )
         self._lock = threading.Lock()
         self._threads = threads
         self._line_batch = line_batch
