@@ -309,17 +309,14 @@ def _leave() -> None:
     the server), and the logging handlers, flushed. The teardown this skips freed the OCR
     engines and joined Prefect's threads one by one: 0.8 s of one core after every batch, which
     the command waited for (benchmarks/README.md)."""
-    import logging
-
     from prefect.events.worker import EventsWorker
     from prefect.logging.handlers import APILogWorker
 
+    from pipeline.quickexit import exit_at_once
+
     for service in (EventsWorker, APILogWorker):
         service.drain_all(timeout=30)
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    exit_at_once(0)
 
 
 if __name__ == "__main__":

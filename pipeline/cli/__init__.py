@@ -118,18 +118,14 @@ def _leave(code: str | int | None) -> None:
     Prefect client (whose event and log queues are drained at exit). The teardown freed every
     module one by one: about 0.1 s of one core that `capture run` waited for after its summary
     (benchmarks/README.md). Output is flushed and the log handlers closed first."""
-    import logging
-    import os
     import threading
+
+    from pipeline.quickexit import exit_at_once
 
     alive = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
     if isinstance(code, str) or alive or "prefect" in sys.modules:
         sys.exit(code)
-    logging.shutdown()
     try:
-        for stream in (sys.stdout, sys.stderr):
-            if stream is not None and not stream.closed:
-                stream.flush()
+        exit_at_once(code or 0)
     except (OSError, ValueError):  # a reader that went away (`capture search ... | head`)
         sys.exit(code)  # as Python would say it
-    os._exit(code or 0)
