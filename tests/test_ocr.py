@@ -50,14 +50,15 @@ def test_a_grey_page_reads_as_the_same_page_in_colour(samples_module, rapid_engi
 
 
 def test_the_detectors_input_is_rapidocrs_to_the_bit(rapid_engine) -> None:  # type: ignore[no-untyped-def]
-    """The text detector's input is made one channel at a time (not three whole-page float64
-    copies at once): the same float32 input as RapidOCR's own, for a page, a vote's shrunk page
-    and a wide strip; in the sibling engines too."""
+    """The text detector's input is made a band of rows of one channel at a time (not three
+    whole-page float64 copies at once): the same float32 input as RapidOCR's own, for a page
+    (its last band a short one), a vote's shrunk page, a wide strip and a narrow one (one band);
+    in the sibling engines too."""
     from rapidocr.ch_ppocr_det.utils import DetPreProcess
 
     detector = rapid_engine._ocr.text_det
     rng = np.random.default_rng(7)
-    for shape in [(3508, 2480, 3), (1050, 742, 3), (300, 1900, 3)]:
+    for shape in [(3508, 2480, 3), (1050, 742, 3), (300, 1900, 3), (2900, 70, 3)]:
         page = rng.integers(0, 256, shape, dtype=np.uint8)
         ours = detector.get_preprocess()(page)
         theirs = DetPreProcess(detector.limit_side_len, detector.limit_type, detector.mean, detector.std)(
