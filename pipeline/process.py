@@ -414,13 +414,6 @@ def read_step(
     return result, loaded
 
 
-def clean_step(
-    loaded: LoadedPage, result: PageResult, settings: Settings, judges: tuple[imaging.UpDownJudge, ...]
-) -> imaging.CleanedPage:
-    """Upright, deskew, crop the borders, test for blankness (imaging.clean_page)."""
-    return finish_step(begin_step(loaded, result, settings), result, judges)
-
-
 def begin_step(
     loaded: LoadedPage, result: PageResult, settings: Settings
 ) -> imaging.CleanedPage | imaging.BegunPage:

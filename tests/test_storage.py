@@ -220,7 +220,8 @@ def _page_step(tmp_path: Path, source: Path) -> tuple[Any, Any, np.ndarray]:
     result, loaded = process.read_step(planned, 1, settings, cache)
     assert loaded is not None, result.error
     with pool.engine() as engine:
-        cleaned = process.clean_step(loaded, result, settings, pool.judges(engine))
+        begun = process.begin_step(loaded, result, settings)
+        cleaned = process.finish_step(begun, result, pool.judges(engine))
         result = process.recognise_step(cleaned, result, engine, settings, cache)
     item = process.package_item(source.parent.name, None, [result], [], "key", "batch", settings)
     return result, item, cleaned.image
