@@ -118,18 +118,18 @@ def _lean_preprocess() -> type:
             height, width, channels = resized.shape
             made = np.empty((1, channels, height, width), np.float32)
             rows = max(1, _BAND_VALUES // width)
-            scaled = np.empty((min(rows, height), width), np.float32)
-            wide = np.empty(scaled.shape, np.float64)
+            scratch32 = np.empty((min(rows, height), width), np.float32)
+            scratch64 = np.empty(scratch32.shape, np.float64)
             for channel in range(channels):
                 mean, std = self.mean[channel], self.std[channel]
                 for top in range(0, height, rows):
                     band = resized[top : top + rows, :, channel]
-                    part, parted = scaled[: len(band)], wide[: len(band)]
-                    part[...] = band  # astype(float32)
-                    np.multiply(part, self.scale, out=part)
-                    np.subtract(part, mean, out=parted, dtype=np.float64)
-                    np.divide(parted, std, out=parted)
-                    made[0, channel, top : top + len(band)] = parted
+                    scaled, wide = scratch32[: len(band)], scratch64[: len(band)]
+                    scaled[...] = band  # astype(float32)
+                    np.multiply(scaled, self.scale, out=scaled)
+                    np.subtract(scaled, mean, out=wide, dtype=np.float64)
+                    np.divide(wide, std, out=wide)
+                    made[0, channel, top : top + len(band)] = wide
             return made
 
     return LeanDetPreProcess
