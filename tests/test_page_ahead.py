@@ -6,6 +6,7 @@ Real RapidOCR, OpenCV and Tesseract; no mocks (the spy below calls the real func
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -143,7 +144,10 @@ def test_opencvs_threads_keep_their_priority_when_the_preparing_thread_starts_th
         from pipeline.flows.items import _lowest_priority, _start_opencv_threads
 
         def nice(tid):
-            stat = open(f"/proc/self/task/{tid}/stat").read()
+            try:
+                stat = open(f"/proc/self/task/{tid}/stat").read()
+            except FileNotFoundError:  # a thread that has just ended
+                return None
             return int(stat[stat.rindex(")") + 2 :].split()[16])
 
         def prepare(first):
@@ -152,12 +156,15 @@ def test_opencvs_threads_keep_their_priority_when_the_preparing_thread_starts_th
             _lowest_priority()
             page = np.zeros((2000, 1400), np.uint8)
             cv2.warpAffine(page, cv2.getRotationMatrix2D((700, 1000), 1.0, 1.0), (1400, 2000))
-            print(threading.get_native_id())
+            return threading.get_native_id()
 
-        thread = threading.Thread(target=prepare, args=(os.environ["FIRST"] == "1",))
+        found = []
+        thread = threading.Thread(target=lambda: found.append(prepare(os.environ["FIRST"] == "1")))
         thread.start()
         thread.join()
-        print(sorted(nice(t) for t in os.listdir("/proc/self/task")))
+        # The preparing thread itself, at 19, may outlive its join by a moment: it is left out.
+        others = [nice(t) for t in os.listdir("/proc/self/task") if int(t) != found[0]]
+        print(sorted(n for n in others if n is not None))
         """
     )
     seen = {}
@@ -166,9 +173,9 @@ def test_opencvs_threads_keep_their_priority_when_the_preparing_thread_starts_th
             [sys.executable, "-c", probe], capture_output=True, text=True, env={**os.environ, "FIRST": first}
         )
         assert done.returncode == 0, done.stderr
-        seen[first] = done.stdout.split()[-1]
-    assert "19" not in seen["1"]  # the pool at the page threads' priority
-    assert "19" in seen["0"]  # what it guards against: without it the pool takes the lowest
+        seen[first] = json.loads(done.stdout.strip().splitlines()[-1])
+    assert len(seen["1"]) > 1 and 19 not in seen["1"]  # the pool, started, at the page threads' priority
+    assert 19 in seen["0"]  # what it guards against: without it the pool takes the lowest
 
 
 def test_a_finished_cleaning_keeps_no_pixels_in_what_it_began(samples_module, rapid_engine) -> None:  # type: ignore[no-untyped-def]
