@@ -71,6 +71,37 @@ def test_the_detectors_input_is_rapidocrs_to_the_bit(rapid_engine) -> None:  # t
     assert type(sibling.get_preprocess()) is type(detector.get_preprocess())
 
 
+def test_the_models_run_in_place_and_give_rapidocrs_own_outputs(samples_module, rapid_engine) -> None:  # type: ignore[no-untyped-def]
+    """The detector, recogniser and classifier run on the caller's input and into the request's
+    own output buffers (no copy of either): the outputs are RapidOCR's own session's to the bit,
+    the input is left as it was, and the shared detector's output is the caller's to keep: a
+    later call, by another engine, does not change it."""
+    ocr = rapid_engine._ocr
+    rng = np.random.default_rng(11)
+    page = samples_module.render_page("投保单", ["保险合同变更申请书"] * 3, [], seed=3)
+    page = np.asarray(page.convert("RGB"))
+    detector_input = ocr.text_det.get_preprocess()(page[:, :, ::-1])
+    inputs = [
+        (ocr.text_det.session, detector_input),
+        (ocr.text_rec.session, rng.uniform(-1, 1, (1, 3, 48, 320)).astype(np.float32)),
+        (ocr.text_cls.session, rng.uniform(-1, 1, (1, 3, 48, 192)).astype(np.float32)),
+    ]
+    for session, batch in inputs:
+        kept = batch.copy()
+        ours = np.array(session(batch))
+        in_place = session._session._session if hasattr(session._session, "_session") else session._session
+        theirs = np.array(in_place(batch))  # RapidOCR's session: OpenVINO's copying defaults
+        assert ours.dtype == theirs.dtype and ours.shape == theirs.shape
+        assert ours.tobytes() == theirs.tobytes()
+        assert batch.tobytes() == kept.tobytes()
+    detector = ocr.text_det.session
+    first = detector(detector_input)
+    before = first.copy()
+    rapid_engine.sibling()._ocr.text_det.session(detector_input[:, :, :320, :320].copy())
+    assert first.tobytes() == before.tobytes()
+    assert first.max() > 0.5  # the page's text lines were found
+
+
 def test_both_rapidocr_runtimes_read_the_same_text(samples_module, rapid_engine) -> None:  # type: ignore[no-untyped-def]
     from pipeline.ocr.base import create_engine
     from pipeline.settings import OcrSettings

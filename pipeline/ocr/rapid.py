@@ -62,6 +62,29 @@ class _SharedSession:
         return getattr(self._session, name)
 
 
+class _InPlaceSession:
+    """RapidOCR's OpenVINO session, run on the caller's input and into the request's own output
+    buffers. RapidOCR calls `infer` with OpenVINO's defaults, which copy the input into a
+    tensor of the request's and every output into a new array, then throws that array away and
+    returns a view of the request's output tensor: for the text detector that is a 32 MB input
+    and a 16 MB output copied for nothing at every call (an A4 page at its 2000-pixel side),
+    each a block the allocator maps afresh and the kernel faults in and zeroes page by page.
+    The same view comes back, as before, valid until this request's next call (the shared
+    detector copies it under its lock: `_SharedSession`); the inference is the same, so is
+    the text."""
+
+    def __init__(self, session: Any) -> None:
+        self._session = session
+        self._request = session.session
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        self._request.infer([batch], share_inputs=True, share_outputs=True)
+        return self._request.get_output_tensor().data  # type: ignore[no-any-return]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._session, name)
+
+
 def _openvino_without_shape_cache() -> None:
     """Have RapidOCR's OpenVINO sessions compiled with the CPU plugin's cache of kernels per
     input shape turned off (`CPU_RUNTIME_CACHE_CAPACITY` 0; RapidOCR passes only its own list of
@@ -222,10 +245,13 @@ class RapidOcrEngine:
             if runtime == "openvino":
                 _openvino_without_shape_cache()
             det = self._ocr._load_det_model()
-            self._ocr._load_rec_model()
-            self._ocr._load_cls_model()
+            rec = self._ocr._load_rec_model()
+            cls = self._ocr._load_cls_model()
+            if runtime == "openvino":
+                rec.session, cls.session = _InPlaceSession(rec.session), _InPlaceSession(cls.session)
             if detector is None:
-                det.session = _SharedSession(det.session)
+                session = _InPlaceSession(det.session) if runtime == "openvino" else det.session
+                det.session = _SharedSession(session)
             _lean_detector_input(det)
         except Exception as exc:  # noqa: BLE001 - any loader failure is the engine's
             raise OcrError(f"RapidOCR could not load {models} on {runtime}: {exc}") from exc
