@@ -76,6 +76,8 @@ def test_the_models_run_in_place_and_give_rapidocrs_own_outputs(samples_module, 
     own output buffers (no copy of either): the outputs are RapidOCR's own session's to the bit,
     the input is left as it was, and the shared detector's output is the caller's to keep: a
     later call, by another engine, does not change it."""
+    from pipeline.ocr import rapid
+
     ocr = rapid_engine._ocr
     rng = np.random.default_rng(11)
     page = samples_module.render_page("投保单", ["保险合同变更申请书"] * 3, [], seed=3)
@@ -89,8 +91,11 @@ def test_the_models_run_in_place_and_give_rapidocrs_own_outputs(samples_module, 
     for session, batch in inputs:
         kept = batch.copy()
         ours = np.array(session(batch))
-        in_place = session._session._session if hasattr(session._session, "_session") else session._session
-        theirs = np.array(in_place(batch))  # RapidOCR's session: OpenVINO's copying defaults
+        rapidocrs = session
+        while isinstance(rapidocrs, (rapid._SharedSession, rapid._InPlaceSession)):
+            rapidocrs = rapidocrs._session  # down to RapidOCR's own session: OpenVINO's copying defaults
+        assert rapidocrs is not session
+        theirs = np.array(rapidocrs(batch))
         assert ours.dtype == theirs.dtype and ours.shape == theirs.shape
         assert ours.tobytes() == theirs.tobytes()
         assert batch.tobytes() == kept.tobytes()

@@ -67,7 +67,7 @@ class _InPlaceSession:
     buffers. RapidOCR calls `infer` with OpenVINO's defaults, which copy the input into a
     tensor of the request's and every output into a new array, then throws that array away and
     returns a view of the request's output tensor: for the text detector that is a 32 MB input
-    and a 16 MB output copied for nothing at every call (an A4 page at its 2000-pixel side),
+    and an 11 MB output copied for nothing at every call (an A4 page at its 2000-pixel side),
     each a block the allocator maps afresh and the kernel faults in and zeroes page by page.
     The same view comes back, as before, valid until this request's next call (the shared
     detector copies it under its lock: `_SharedSession`); the inference is the same, so is
