@@ -148,6 +148,23 @@ def bare_engine(
     return time.perf_counter() - started, time.process_time() - cpu
 
 
+def _env(home: Path, workers: int | None = None, engine: str | None = None) -> dict[str, str]:
+    env = {**os.environ, "CAPTURE_HOME": str(home)}
+    if workers is not None:
+        env["CAPTURE_OCR__WORKERS"] = str(workers)
+    if engine is not None:
+        env["CAPTURE_OCR__ENGINE"] = engine
+    return env
+
+
+def _one_page_batch(work: Path) -> Path:
+    """One page like the throughput batch's, but not one of them (its result is not cached)."""
+    folder = work / "throughput-one-page"
+    if not folder.exists():
+        make_batch(folder, 1, seed=3)
+    return folder
+
+
 def pipeline_run(
     batch: Path, home: Path, workers: int | None = None, engine: str | None = None, used_home: bool = False
 ) -> dict[str, Any]:
@@ -155,11 +172,7 @@ def pipeline_run(
 
     `used_home`: the home has run a batch before (a one-page batch of other pages, untimed), as
     an office's has: Prefect's database exists, so its server starts without creating it."""
-    env = {**os.environ, "CAPTURE_HOME": str(home)}
-    if workers is not None:
-        env["CAPTURE_OCR__WORKERS"] = str(workers)
-    if engine is not None:
-        env["CAPTURE_OCR__ENGINE"] = engine
+    env = _env(home, workers, engine)
     if used_home:
         earlier = home.parent / f"{home.name}-earlier"
         make_batch(earlier, 1, seed=99)
@@ -229,6 +242,9 @@ def bench_throughput(work: Path, pages: int, quick: bool, references: bool = Tru
     # The same engine on the onnxruntime runtime (the default before OpenVINO), for the record.
     onnx = None if quick or not references else bare_engine(files, 2, 1, runtime="onnxruntime")
     run = pipeline_run(batch, work / "throughput-home", used_home=not quick)
+    # one page of the same kind (other pages: nothing cached) in the same home: what a run costs
+    # beside its pages, and so the rate of the pages beyond the first
+    one_page = _child_run(_one_page_batch(work), work / "throughput-home", _env(work / "throughput-home"))
     # the first batch of a new home: Prefect's server creates its database meanwhile
     fresh = None if quick else pipeline_run(batch, work / "throughput-home-new")
     # ocr.workers = 1 beside the default 2, against one engine with one thread: the scaling
@@ -287,6 +303,16 @@ def bench_throughput(work: Path, pages: int, quick: bool, references: bool = Tru
             "ratio_vs_bare_wall": round(one / single["wall_seconds"], 3),
             "ratio_vs_bare_flow": round(one / single["seconds"], 3),
             "scaling_2_workers_vs_1_wall": round(single["wall_seconds"] / run["wall_seconds"], 2),
+        }
+    more = run["wall_seconds"] - one_page["wall_seconds"]
+    if more > 0:  # (a tiny batch may run faster than its one page did)
+        result["start_and_rest"] = {
+            "one_page_wall_seconds": round(one_page["wall_seconds"], 1),
+            "one_page_flow_seconds": round(one_page["seconds"], 1),
+            "more_pages": pages - 1,
+            "more_pages_wall_seconds": round(more, 1),
+            "bare_more_pages_seconds": round(best * (pages - 1) / pages, 1),
+            "ratio_vs_bare_more_pages_wall": round(best * (pages - 1) / pages / more, 3),
         }
     if fresh is not None:
         result["new_home"] = {
@@ -688,6 +714,16 @@ def print_table(results: dict[str, Any]) -> None:
                 f"{w1['bare_pages_per_min_per_core']} bare engine 1 x 1",
                 str(w1["ratio_vs_bare_wall"]),
                 f"2 workers: {w1['scaling_2_workers_vs_1_wall']}x",
+            )
+        rest = t.get("start_and_rest")
+        if rest:
+            table.add_row(
+                f"a one-page batch in the same home (the start and one page); the {rest['more_pages']} "
+                "pages beyond it (wall)",
+                f"{rest['one_page_wall_seconds']} s; {rest['more_pages_wall_seconds']} s",
+                f"bare engine {rest['bare_more_pages_seconds']} s for {rest['more_pages']} pages",
+                str(rest["ratio_vs_bare_more_pages_wall"]),
+                "-",
             )
         new = t.get("new_home")
         if new:

@@ -26,6 +26,8 @@ def test_benchmark_script_runs_on_tiny_input(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     data = json.loads(out.read_text(encoding="utf-8"))
     assert data["throughput"]["pages"] == 2 and data["throughput"]["ratio_vs_bare_flow"] > 0
+    rest = data["throughput"].get("start_and_rest")
+    assert rest is None or rest["one_page_wall_seconds"] > 0
     assert data["memory"]["ratio_large_to_small"] > 0
     assert data["search"]["pages"] == 1000 and data["search"]["sqlite"]["p50_ms"] > 0
     assert data["deskew"]["ours"]["max_residual_deg"] <= 0.1
