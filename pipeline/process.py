@@ -131,6 +131,22 @@ class EnginePool:
             self._created += 1
             return engine
 
+    def _create_or_wait(self) -> OcrEngine:
+        """A new engine for a page that found none idle; when one cannot be made but others
+        were, the page waits for one of them (and no more are made)."""
+        try:
+            return self._create()
+        except Exception as exc:
+            if not self._created:
+                raise
+            log.warning(
+                "another OCR engine could not be loaded; the pages share the %d there are: %s",
+                self._created,
+                exc,
+            )
+            self._promised = True
+            return self._idle.get()
+
     def load(self, count: int) -> None:
         """Create engines until there are `count` (so that no page waits for one to load)."""
         while self._created < count:
@@ -145,6 +161,14 @@ class EnginePool:
             try:
                 self.load(count)
             except BaseException as exc:  # noqa: BLE001 - handed to the pages waiting for an engine
+                if self._created:  # the engines that loaded serve every page, taking turns
+                    log.warning(
+                        "only %d of %d OCR engines could be loaded; the pages share them: %s",
+                        self._created,
+                        count,
+                        exc,
+                    )
+                    return
                 self._failed = exc
                 self._idle.put(None)  # type: ignore[arg-type]
 
@@ -157,7 +181,7 @@ class EnginePool:
         except queue.Empty:
             with self._queued_lock:  # a lent engine comes back: wait for it, never make another
                 lent = self._lent
-            engine = self._idle.get() if self._promised or lent else self._create()
+            engine = self._idle.get() if self._promised or lent else self._create_or_wait()
         if engine is None:  # the background load failed: every page waiting is told why
             self._idle.put(None)  # type: ignore[arg-type]
             assert self._failed is not None

@@ -288,3 +288,42 @@ def test_engines_loaded_in_the_background_are_the_only_ones(tmp_path) -> None:  
     for _ in range(3):
         with pytest.raises(OcrError), broken.engine():
             pass
+
+
+def test_pages_share_the_engines_that_loaded_when_another_one_fails(tmp_path, caplog) -> None:  # type: ignore[no-untyped-def]
+    """One engine loaded, the next one failing (memory, a broken install): the pages take turns
+    on the engine there is, every one of them, instead of some failing with the other's error;
+    loaded in the background or on demand alike."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pipeline.process import EnginePool
+    from pipeline.settings import Settings
+
+    def broken_after_one() -> EnginePool:
+        pool = EnginePool(Settings(home=str(tmp_path), ocr={"engine": "tesseract", "workers": 2}))  # type: ignore[arg-type]
+        pool.load(1)
+        pool._settings = pool._settings.model_copy(update={"engine": "no-such-engine"})
+        return pool
+
+    def borrowed(pool: EnginePool) -> set[int]:
+        def borrow(_: int) -> int:
+            with pool.engine() as engine:
+                time.sleep(0.02)  # held a while: the other threads find no engine idle
+                return id(engine)
+
+        with ThreadPoolExecutor(4) as threads:
+            return set(threads.map(borrow, range(12)))
+
+    background = broken_after_one()
+    background.load_in_background(2)
+    for thread in threading.enumerate():
+        if thread.name == "engine-load":
+            thread.join(timeout=30)
+    assert len(borrowed(background)) == 1 and background._created == 1
+    assert "only 1 of 2 OCR engines could be loaded" in caplog.text
+
+    on_demand = broken_after_one()
+    assert len(borrowed(on_demand)) == 1 and on_demand._created == 1
+    assert "another OCR engine could not be loaded" in caplog.text
