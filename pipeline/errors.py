@@ -27,6 +27,7 @@
      ├── PageReadError                -    -    one page file cannot be decoded (becomes a finding)
      │    ├── PageTooLarge            -    -    its header promises more pixels than allowed (a finding)
      │    └── PageTooSmall            -    -    under 3 pt a side at its resolution (a finding)
+     ├── PageNotRead                  -    -    not read for a reason outside the file (not cached)
      ├── OcrError                     -    -    an OCR engine failed on a page (a finding)
      │    └── OcrTimeoutError         -    -    it ran out of time (transient: retried)
      └── PackageError                 -    -    an item's PDF/A could not be written (a finding)
@@ -175,6 +176,13 @@ class PageTooSmall(PageReadError):
     no PDF/A page either (PDF/A's page boxes are 3 to 14,400 units a side)."""
 
     finding = "page_too_small"
+
+
+class PageNotRead(CaptureError):
+    """A page not read for a reason outside its file: its renderer stopped by a signal we did not
+    send (the batch being stopped, the out-of-memory killer), or the system failing to read its
+    copy (EIO). Nothing is known about the file: the page is not cached as unreadable, and its
+    item is not packaged (verify.PROCESSING_FAILED)."""
 
 
 class OcrError(CaptureError):

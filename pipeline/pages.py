@@ -34,7 +34,7 @@ from typing import IO, cast
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from pipeline.errors import PageReadError, PageTooLarge, PageTooSmall
+from pipeline.errors import CaptureError, PageNotRead, PageReadError, PageTooLarge, PageTooSmall
 from pipeline.models import PageSource, PlannedPage, SourceSnapshot
 from pipeline.settings import ImagingSettings
 
@@ -486,6 +486,8 @@ def read_page(
             f"({MAX_PIXELS_SETTING}); refused before decoding"
         ) from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, IndexError, EOFError) as exc:
+        if isinstance(exc, OSError) and exc.errno is not None:  # the system's (EIO...), not the file's
+            raise PageNotRead(f"could not be read: {exc.strerror or exc}") from exc
         raise PageReadError(f"cannot be decoded ({exc.__class__.__name__}: {exc})") from exc
     return LoadedPage(pixels, dpi, "jpeg" if fmt in ("jpeg", "mpo") else fmt, bilevel)
 
@@ -565,13 +567,41 @@ def _render_pdf_page(path: Path, page: int, dpi: int, max_pixels: int, what: str
 
     drainer = threading.Thread(target=drain, daemon=True)
     drainer.start()
-    timer = threading.Timer(_PDF_RENDER_TIMEOUT, proc.kill)
+    timed_out = threading.Event()
+
+    def time_out() -> None:
+        timed_out.set()
+        proc.kill()
+
+    def failed() -> CaptureError:
+        """Why no page came: pdftoppm's own complaint about the file, its time running out (600 s
+        for one page), or a signal from outside, which says nothing about the file."""
+        if header_ended:  # its output stopped short: let it finish dying to see how
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+        if proc.poll() is None:
+            proc.kill()
+            return PageReadError(
+                f"page {page + 1} cannot be rasterised ({_stderr_of(proc, drainer, errors)})"
+            )
+        if timed_out.is_set():
+            return PageReadError(f"page {page + 1} took longer than {_PDF_RENDER_TIMEOUT} s to rasterise")
+        if proc.returncode < 0:
+            return PageNotRead(
+                f"page {page + 1} was not rasterised: pdftoppm was stopped by signal {-proc.returncode}"
+            )
+        return PageReadError(f"page {page + 1} cannot be rasterised ({_stderr_of(proc, drainer, errors)})")
+
+    header_ended = False
+    timer = threading.Timer(_PDF_RENDER_TIMEOUT, time_out)
     timer.start()
     try:
         header = [_read_token(stdout) for _ in range(4)]
         if header[0] != b"P6" or not all(t.isdigit() for t in header[1:]) or header[3] != b"255":
-            proc.kill()
-            raise PageReadError(f"page {page + 1} cannot be rasterised ({_stderr_of(proc, drainer, errors)})")
+            header_ended = not all(header)
+            raise failed()
         width, height = int(header[1]), int(header[2])
         if width * height > max_pixels:
             proc.kill()
@@ -584,9 +614,11 @@ def _render_pdf_page(path: Path, page: int, dpi: int, max_pixels: int, what: str
             if not n:
                 break
             got += n
-        if got < len(view) or proc.wait() != 0:
-            proc.kill()
-            raise PageReadError(f"page {page + 1} cannot be rasterised ({_stderr_of(proc, drainer, errors)})")
+        if got < len(view):
+            header_ended = True
+            raise failed()
+        if proc.wait() != 0:
+            raise failed()
         return pixels
     finally:
         timer.cancel()

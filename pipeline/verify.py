@@ -13,11 +13,27 @@ from pipeline.pages import FileProblem, source_change
 from pipeline.settings import VerifySettings
 
 _READ_FINDINGS = frozenset(c.finding for c in all_errors() if issubclass(c, PageReadError))
+# A page our own processing failed on (an OCR engine that did not load or kept timing out, a
+# renderer stopped from outside): it says nothing about the scan, so its item is not packaged
+# without it (`not_packaged`) and the next run of the batch does it again.
+PROCESSING_FAILED = "processing_failed"
 
 
 def check_pages(pages: Iterable[PageResult], settings: VerifySettings) -> list[Finding]:
     findings: list[Finding] = []
     for page in pages:
+        if page.error and page.error_code == PROCESSING_FAILED:
+            findings.append(
+                Finding(
+                    PROCESSING_FAILED,
+                    f"{page.source}: {page.error} (not a fault of the scan: nothing of this item "
+                    "was archived; run the batch again)",
+                    Severity.ERROR,
+                    page.seq,
+                    page.source,
+                )
+            )
+            continue
         if page.error:
             # a read error's own code (page_too_large, page_too_small: the message names the file,
             # its size and the limit); anything else, a page that failed later too, is unreadable_file
@@ -142,6 +158,12 @@ def check_manifest(archive_code: str, expected: bool | None) -> list[Finding]:
     if expected is False:
         return [Finding("unexpected_item", f"{archive_code} is in the batch but not listed in its manifest")]
     return []
+
+
+def not_packaged(findings: Iterable[Finding]) -> bool:
+    """An item with a page its processing failed on is not packaged: an archive must not hold it
+    short of a page the scan has."""
+    return any(f.code == PROCESSING_FAILED for f in findings)
 
 
 def verdict_of(findings: Iterable[Finding], packaged: bool) -> Verdict:

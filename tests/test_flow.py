@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -275,3 +276,88 @@ def test_a_batch_that_is_a_file_or_empty_is_refused(tmp_path: Path) -> None:
         read_layout(tmp_path / "empty")
     with pytest.raises(BatchError, match="does not exist"):
         read_layout(tmp_path / "nope")
+
+
+def test_an_item_a_page_of_which_failed_in_our_hands_is_not_archived_short(  # type: ignore[no-untyped-def]
+    tmp_path, samples_module, prefect_harness
+) -> None:
+    """An OCR engine that fails on every page (here Tesseract told to use a language it does not
+    have) says nothing about the scans: the item is failed and not packaged (no PDF short of its
+    pages for a later run to reuse), the page is not cached as unreadable, and the next run with
+    a working engine archives every page and closes the QA case the failed run opened."""
+    from pipeline.flows.batch import run_batch
+    from pipeline.store import Store
+
+    batch = tmp_path / "batch"
+    folder = batch / "BX09-2020-CB-D10-0001"
+    folder.mkdir(parents=True)
+    for n in range(2):
+        samples_module.render_page(
+            f"保险合同{n + 1}", ["投保人同意按本单办理。"], [], size_mm=(148, 105), seed=n
+        ).save(folder / f"{n + 1:04d}.jpg", quality=85, dpi=(300, 300))
+    (tmp_path / "catalogue.csv").write_text("档号,页数\nBX09-2020-CB-D10-0001,2\n", encoding="utf-8")
+    broken = make_settings(
+        tmp_path / "home", ocr={"engine": "tesseract", "tesseract_languages": "zzz", "workers": 2}
+    )
+    import_catalogue(broken, tmp_path / "catalogue.csv")
+    first = items_by_code(run_batch(batch, broken))["BX09-2020-CB-D10-0001"]
+    assert first["verdict"] == "failed" and first["pdf"] is None
+    codes = {f["code"] for f in first["findings"]}
+    assert "processing_failed" in codes and "unreadable_file" not in codes
+    assert not (broken.archive_dir / "BX09-2020-CB-D10-0001").exists()
+    assert not list((broken.work_dir / "pages").glob("*_page.json"))  # nothing cached as read
+    store = Store(broken.state_url)
+    assert [c.status for c in store.cases(status=None)] == ["open"]
+    store.close()
+
+    working = make_settings(tmp_path / "home")
+    again = items_by_code(run_batch(batch, working))["BX09-2020-CB-D10-0001"]
+    assert again["verdict"] == "passed" and not again["reused"]
+    with pikepdf.open(again["pdf"]) as pdf:
+        assert len(pdf.pages) == 2
+    store = Store(working.state_url)
+    assert [c.status for c in store.cases(status=None)] == ["superseded"]  # the failed run's case is closed
+    store.close()
+
+
+def test_a_page_whose_renderer_was_killed_leaves_its_item_for_the_next_run(  # type: ignore[no-untyped-def]
+    tmp_path, samples_module, prefect_harness, monkeypatch
+) -> None:
+    """pdftoppm killed by a signal we did not send (the out-of-memory killer, a batch being
+    stopped) on page 2 of a scanned PDF: nothing is known about that page, so it is not cached
+    as unreadable and its item is not archived with page 1 alone; the next run archives both."""
+    from pipeline.flows.batch import run_batch
+
+    batch = tmp_path / "batch"
+    folder = batch / "BX09-2021-LP-D10-0002"
+    folder.mkdir(parents=True)
+    pages = [
+        samples_module.render_page(
+            f"理赔申请{n + 1}", ["投保人同意按本单办理。"], [], size_mm=(148, 105), seed=n
+        )
+        for n in range(2)
+    ]
+    pages[0].save(folder / "scan.pdf", save_all=True, append_images=pages[1:], resolution=300)
+    (tmp_path / "catalogue.csv").write_text("档号,页数\nBX09-2021-LP-D10-0002,2\n", encoding="utf-8")
+    shims = tmp_path / "bin"
+    shims.mkdir()
+    killer = shims / "pdftoppm"  # the real pdftoppm, killed (SIGKILL) when asked for page 2
+    real = shutil.which("pdftoppm")
+    killer.write_text(f'#!/bin/sh\ncase " $* " in *" -f 2 "*) kill -KILL $$ ;; esac\nexec {real} "$@"\n')
+    killer.chmod(0o755)
+    settings = make_settings(tmp_path / "home")
+    import_catalogue(settings, tmp_path / "catalogue.csv")
+    monkeypatch.setenv("PATH", f"{shims}{os.pathsep}{os.environ['PATH']}")
+    first = items_by_code(run_batch(batch, settings))["BX09-2021-LP-D10-0002"]
+    assert first["verdict"] == "failed" and first["pdf"] is None
+    failed = [f for f in first["findings"] if f["code"] == "processing_failed"]
+    assert len(failed) == 1 and failed[0]["page"] == 2 and "stopped by signal 9" in failed[0]["message"]
+    assert not (settings.archive_dir / "BX09-2021-LP-D10-0002").exists()
+    cached = [json.loads(p.read_text()) for p in (settings.work_dir / "pages").glob("*_page.json")]
+    assert not any(page.get("error") for page in cached)  # page 2's failure is not remembered
+
+    monkeypatch.setenv("PATH", os.environ["PATH"].split(os.pathsep, 1)[1])
+    again = items_by_code(run_batch(batch, settings))["BX09-2021-LP-D10-0002"]
+    assert again["verdict"] == "passed" and again["pages"] == 2
+    with pikepdf.open(again["pdf"]) as pdf:
+        assert len(pdf.pages) == 2

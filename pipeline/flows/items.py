@@ -27,7 +27,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.utilities.annotations import quote
 
-from pipeline import batchplan, process
+from pipeline import batchplan, process, verify
 from pipeline.batchplan import ItemPlan
 from pipeline.errors import BatchError, ConfigError, OcrTimeoutError
 from pipeline.index.base import SearchBackend
@@ -222,6 +222,7 @@ class PageWork:
                     frame=page.frame,
                     source_sha256=page.sha256,
                     error=f"processing failed: {exc.__class__.__name__}: {exc}",
+                    error_code=verify.PROCESSING_FAILED,
                     snapshot=page.snapshot,
                 )
             self.start()
@@ -272,6 +273,9 @@ def _verified_and_packaged(
         verified = process.verify_item(
             plan.archive_code, plan.entry, pages, plan.problems, settings, plan.expected
         )
+        if verify.not_packaged(verified.findings):
+            verified.verdict = verify.verdict_of(verified.findings, packaged=False)
+            return verified
         return process.package_verified(verified, plan.input_key, batch_id, settings)
     except Exception as exc:  # noqa: BLE001 - a failed item does not fail the batch
         log.exception("packaging %s failed", plan.archive_code)

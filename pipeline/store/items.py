@@ -116,9 +116,10 @@ class ItemStore(StoreBase):
             if new_package:
                 if current is not None:
                     current.status, current.superseded_at = "superseded", now()
-                    if open_case is not None:
-                        open_case.status, open_case.closed_at = "superseded", now()
-                        open_case = None
+                # the case was about an earlier package, or about a run that packaged nothing
+                if open_case is not None:
+                    open_case.status, open_case.closed_at = "superseded", now()
+                    open_case = None
                 session.add(
                     PackageRow(
                         archive_code=item.archive_code,
