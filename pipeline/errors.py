@@ -12,7 +12,8 @@
      ├── IndexUnavailable             6   503   the search backend is unreachable after retries
      ├── ServiceUnavailable           8   503   a service the pipeline needs is away (retry later)
      │    ├── PrefectUnavailable      8   503   server mode: the Prefect server is unreachable or refuses
-     │    └── StateUnavailable        8   503   the state database cannot be reached
+     │    ├── StateUnavailable        8   503   the state database cannot be reached
+     │    └── BatchBusy               8    -    another process is running the same batch (retry when it ends)
      ├── AccessDenied                 7   401   unknown user, wrong token or password, ended session
      │    ├── AccountLocked           7   429   too many failed password checks; locked for a while
      │    └── Forbidden               7   403   the role does not allow the request at all
@@ -99,6 +100,11 @@ class PrefectUnavailable(ServiceUnavailable):
 
 class StateUnavailable(ServiceUnavailable):
     """The state database could not be reached (its settings are right, it is just away)."""
+
+
+class BatchBusy(ServiceUnavailable):
+    """Another process of this home is running the same batch (`pipeline.intake.batch_lock`):
+    not the batch's fault, and the same command works once that process has ended."""
 
 
 class AccessDenied(CaptureError):

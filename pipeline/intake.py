@@ -6,12 +6,17 @@ must match a strict pattern before it is joined to any path we write.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
-from pipeline.errors import BatchError, UnsafeNameError
+from pipeline.errors import BatchBusy, BatchError, UnsafeNameError
 
 # Letters (Latin or CJK), digits, and . _ - inside; no leading dot, no "..", at most 100 chars.
 # Always matched whole (re.fullmatch): `$` would also match before a trailing newline.
@@ -70,6 +75,33 @@ def batch_id_for(root: Path) -> str:
     cleaned = re.sub(r"[^0-9A-Za-z\u4e00-\u9fff_-]+", "_", root.name).strip("_")[:60] or "batch"
     digest = hashlib.sha256(str(root.resolve()).encode("utf-8", "surrogateescape")).hexdigest()[:8]
     return f"{cleaned}-{digest}"
+
+
+@contextmanager
+def batch_lock(work_dir: Path, batch_id: str) -> Iterator[None]:
+    """One process at a time on a batch in this home: a second `capture run` of the same batch,
+    started while the first one runs, stops at once (BatchBusy, naming the process that holds
+    it) instead of reading and packaging every item again beside it. The lock is the kernel's
+    (flock on a file in the work folder): it ends with its process, killed or not, so a batch
+    whose process died is never left locked. Processes of one machine only (a cluster's
+    workers share no work folder)."""
+    folder = work_dir / "locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    name = hashlib.sha256(batch_id.encode("utf-8", "surrogateescape")).hexdigest()[:24]
+    fd = os.open(folder / f"batch-{name}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
+            raise BatchBusy(
+                f"batch {batch_id} is being processed already ({holder}); run it again once that has finished"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"process {os.getpid()}, since {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
 
 
 MARKER_FILES = {"ready", "batch.json", "batch.csv", "readme.txt", "readme.md", "reason.txt"}

@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -318,6 +319,40 @@ def test_an_item_a_page_of_which_failed_in_our_hands_is_not_archived_short(  # t
     store = Store(working.state_url)
     assert [c.status for c in store.cases(status=None)] == ["superseded"]  # the failed run's case is closed
     store.close()
+
+
+def test_a_second_run_of_a_batch_being_processed_stops_at_once(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Two processes of one home on the same batch: the second is told, and does nothing."""
+    from pipeline.errors import BatchBusy
+    from pipeline.flows.batch import run_batch
+    from pipeline.intake import batch_id_for, batch_lock
+
+    settings = make_settings(tmp_path / "home")
+    batch = tmp_path / "batch"
+    batch.mkdir()
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from pipeline.intake import batch_lock\n"
+            "with batch_lock(Path(sys.argv[1]), sys.argv[2]):\n"
+            "    print('held', flush=True); time.sleep(60)",
+            str(settings.work_dir),
+            batch_id_for(batch),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(BatchBusy, match=rf"process {holder.pid}, since"):
+            run_batch(batch, settings)
+        assert not list(settings.reports_dir.glob("*.json"))
+    finally:
+        holder.kill()
+        holder.wait()
+    with batch_lock(settings.work_dir, batch_id_for(batch)):  # the kernel let go of a killed holder
+        pass
 
 
 def test_a_page_whose_renderer_was_killed_leaves_its_item_for_the_next_run(  # type: ignore[no-untyped-def]

@@ -36,7 +36,7 @@ from pipeline import batchplan, process
 from pipeline.batchplan import BatchPlan, ItemPlan
 from pipeline.flows.items import PageWork
 from pipeline.index import open_backend
-from pipeline.intake import BatchLayout, read_layout
+from pipeline.intake import BatchLayout, batch_lock, read_layout
 from pipeline.models import CatalogueEntry, Finding, ItemResult, Severity, Verdict
 from pipeline.progress import observer
 from pipeline.report import BatchReport
@@ -269,6 +269,13 @@ def run_batch(
     from pipeline.intake import batch_id_for
 
     batch_id = batch_id or batch_id_for(batch_dir)
+    with batch_lock(settings.work_dir, batch_id):
+        return _run_batch(batch_dir, settings, batch_id, manifest)
+
+
+def _run_batch(
+    batch_dir: Path, settings: Settings, batch_id: str, manifest: dict[str, Any] | None
+) -> dict[str, Any]:
     runner: Any = ThreadPoolTaskRunner(max_workers=settings.ocr.workers)
     flow_run = process_batch.with_options(task_runner=runner)
     ref = uuid.uuid4().hex
