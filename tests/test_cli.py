@@ -163,3 +163,51 @@ def test_the_batch_process_drains_prefects_queues_before_it_leaves(monkeypatch: 
     with pytest.raises(SystemExit):
         batchrun._leave()
     assert done == ["events 30", "logs 30", "logging", "exit 0"]
+
+
+def test_ctrl_c_says_stopped_and_exits_130(capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Typer turns a KeyboardInterrupt into a silent exit 130; the command line says why it ended."""
+    import typer
+
+    import pipeline.cli as cli
+
+    app = typer.Typer()
+
+    @app.command()
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    @app.command()
+    def other() -> None:
+        pass
+
+    monkeypatch.setattr(cli, "load_commands", lambda args=None: app)
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["interrupted"])
+    assert stop.value.code == 130
+    assert "stopped" in capsys.readouterr().err
+
+
+def test_the_progress_bar_counts_afresh_when_the_batch_process_starts_again() -> None:
+    """A batch process that died mid-batch and its successor: 12 pages, not 20 of 12."""
+    from io import StringIO
+
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from pipeline.cli.batch import RichObserver
+    from pipeline.progress import ItemOutcome
+
+    progress = Progress(console=Console(file=StringIO()))
+    observer = RichObserver(progress)
+    observer.batch_started("b", 2, 12)
+    observer.item_started("A-1", 8)
+    for _ in range(8):
+        observer.page_done("A-1")
+    observer.batch_started("b", 2, 12)  # the first process died; the second starts over
+    observer.item_done(ItemOutcome("A-1", "passed", 8, 0, reused=True))
+    observer.item_started("A-2", 4)
+    for _ in range(4):
+        observer.page_done("A-2")
+    task = progress.tasks[0]
+    assert (task.completed, task.total) == (12, 12) and len(progress.tasks) == 2

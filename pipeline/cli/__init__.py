@@ -91,6 +91,12 @@ def main(argv: list[str] | None = None) -> None:
 
         err_console.print("stopped")
         sys.exit(130)
+    except SystemExit as stop:
+        if stop.code == 130:  # Typer's own answer to Ctrl-C (a KeyboardInterrupt it caught), said aloud
+            from pipeline.cli.common import err_console
+
+            err_console.print("stopped")
+        raise
     except Exception as exc:  # noqa: BLE001 - a bug: one line here, the traceback in the log
         where = _log_internal_error(exc)
         message = f"{exc.__class__.__name__}: {exc}" + (f" (traceback in {where})" if where else "")

@@ -28,7 +28,14 @@ class RichObserver:
         self.item_tasks: dict[str, Any] = {}
 
     def batch_started(self, batch_id: str, items: int, pages: int) -> None:
-        self.progress.update(self.batch_task, description=f"batch {batch_id} ({items} items)", total=pages)
+        """Also when a batch's process starts again after one died: counted afresh (what the
+        dead one finished comes back as reused items), its items' bars gone with it."""
+        for task in self.item_tasks.values():
+            self.progress.remove_task(task)
+        self.item_tasks.clear()
+        self.progress.update(
+            self.batch_task, description=f"batch {batch_id} ({items} items)", total=pages, completed=0
+        )
 
     def item_started(self, archive_code: str, pages: int) -> None:
         if archive_code not in self.item_tasks:
