@@ -26,8 +26,8 @@ def check_pages(pages: Iterable[PageResult], settings: VerifySettings) -> list[F
             findings.append(
                 Finding(
                     PROCESSING_FAILED,
-                    f"{page.source}: {page.error} (not a fault of the scan: nothing of this item "
-                    "was archived; run the batch again)",
+                    f"{page.source}: {page.error} (not a fault of the scan: this run archived "
+                    "nothing of the item; run the batch again)",
                     Severity.ERROR,
                     page.seq,
                     page.source,

@@ -279,45 +279,61 @@ def test_a_batch_that_is_a_file_or_empty_is_refused(tmp_path: Path) -> None:
         read_layout(tmp_path / "nope")
 
 
-def test_an_item_a_page_of_which_failed_in_our_hands_is_not_archived_short(  # type: ignore[no-untyped-def]
+def test_a_rescan_that_failed_in_our_hands_leaves_the_archived_item_as_it_was(  # type: ignore[no-untyped-def]
     tmp_path, samples_module, prefect_harness
 ) -> None:
-    """An OCR engine that fails on every page (here Tesseract told to use a language it does not
-    have) says nothing about the scans: the item is failed and not packaged (no PDF short of its
-    pages for a later run to reuse), the page is not cached as unreadable, and the next run with
-    a working engine archives every page and closes the QA case the failed run opened."""
+    """An item archived, then a changed scan of it that an OCR engine fails on (here Tesseract
+    told to use a language it does not have): the failure says nothing about the scan, so the
+    item is failed and nothing is packaged or cached for it, no QA case is opened, and the item
+    stays archived and found as before; the original scans back, the next run reuses the package."""
     from pipeline.flows.batch import run_batch
     from pipeline.store import Store
 
+    code = "BX09-2020-CB-D10-0001"
     batch = tmp_path / "batch"
-    folder = batch / "BX09-2020-CB-D10-0001"
+    folder = batch / code
     folder.mkdir(parents=True)
-    for n in range(2):
+
+    def page(n: int, seed: int) -> None:
         samples_module.render_page(
-            f"保险合同{n + 1}", ["投保人同意按本单办理。"], [], size_mm=(148, 105), seed=n
+            f"保险合同{n + 1}", ["投保人同意按本单办理。"], [], size_mm=(148, 105), seed=seed
         ).save(folder / f"{n + 1:04d}.jpg", quality=85, dpi=(300, 300))
-    (tmp_path / "catalogue.csv").write_text("档号,页数\nBX09-2020-CB-D10-0001,2\n", encoding="utf-8")
+
+    for n in range(2):
+        page(n, n)
+    (tmp_path / "catalogue.csv").write_text(f"档号,页数\n{code},2\n", encoding="utf-8")
+    working = make_settings(tmp_path / "home")
+    import_catalogue(working, tmp_path / "catalogue.csv")
+    archived = items_by_code(run_batch(batch, working))[code]
+    assert archived["verdict"] == "passed"
+    pdf_bytes = Path(archived["pdf"]).read_bytes()
+
+    page(0, 7)  # a rescan of page 1
     broken = make_settings(
         tmp_path / "home", ocr={"engine": "tesseract", "tesseract_languages": "zzz", "workers": 2}
     )
-    import_catalogue(broken, tmp_path / "catalogue.csv")
-    first = items_by_code(run_batch(batch, broken))["BX09-2020-CB-D10-0001"]
-    assert first["verdict"] == "failed" and first["pdf"] is None
-    codes = {f["code"] for f in first["findings"]}
+    failed = items_by_code(run_batch(batch, broken))[code]
+    assert failed["verdict"] == "failed" and failed["pdf"] is None
+    codes = {f["code"] for f in failed["findings"]}
     assert "processing_failed" in codes and "unreadable_file" not in codes
-    assert not (broken.archive_dir / "BX09-2020-CB-D10-0001").exists()
-    assert not list((broken.work_dir / "pages").glob("*_page.json"))  # nothing cached as read
-    store = Store(broken.state_url)
-    assert [c.status for c in store.cases(status=None)] == ["open"]
-    store.close()
-
-    working = make_settings(tmp_path / "home")
-    again = items_by_code(run_batch(batch, working))["BX09-2020-CB-D10-0001"]
-    assert again["verdict"] == "passed" and not again["reused"]
-    with pikepdf.open(again["pdf"]) as pdf:
-        assert len(pdf.pages) == 2
+    cached = [json.loads(p.read_text()) for p in (working.work_dir / "pages").glob("*_page.json")]
+    assert not any(p.get("error") for p in cached)  # nothing remembered of the failure
+    assert Path(archived["pdf"]).read_bytes() == pdf_bytes
     store = Store(working.state_url)
-    assert [c.status for c in store.cases(status=None)] == ["superseded"]  # the failed run's case is closed
+    row = store.item(code)
+    assert row is not None and row.visible and row.pdf_sha256 == hashlib.sha256(pdf_bytes).hexdigest()
+    assert store.cases(status=None) == []
+    store.close()
+    index = SqliteIndex(working.index_path)
+    assert index.search(SearchQuery("投保人", {"archive_code": code})).hits  # still found
+    index.close()
+
+    page(0, 0)  # the original scan back
+    again = items_by_code(run_batch(batch, working))[code]
+    assert again["verdict"] == "passed" and again["reused"]
+    store = Store(working.state_url)
+    row = store.item(code)
+    assert row is not None and row.visible and store.cases(status=None) == []
     store.close()
 
 
@@ -335,9 +351,10 @@ def test_a_second_run_of_a_batch_being_processed_stops_at_once(tmp_path) -> None
             sys.executable,
             "-c",
             "import sys, time; from pathlib import Path; from pipeline.intake import batch_lock\n"
-            "with batch_lock(Path(sys.argv[1]), sys.argv[2]):\n"
+            "with batch_lock(Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]):\n"
             "    print('held', flush=True); time.sleep(60)",
             str(settings.work_dir),
+            str(batch),
             batch_id_for(batch),
         ],
         stdout=subprocess.PIPE,
@@ -347,11 +364,15 @@ def test_a_second_run_of_a_batch_being_processed_stops_at_once(tmp_path) -> None
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
         with pytest.raises(BatchBusy, match=rf"process {holder.pid}, since"):
             run_batch(batch, settings)
+        link = tmp_path / "link"
+        link.symlink_to(batch)
+        with pytest.raises(BatchBusy):  # the same folder by another name
+            run_batch(link, settings)
         assert not list(settings.reports_dir.glob("*.json"))
     finally:
         holder.kill()
         holder.wait()
-    with batch_lock(settings.work_dir, batch_id_for(batch)):  # the kernel let go of a killed holder
+    with batch_lock(settings.work_dir, batch, batch_id_for(batch)):  # the kernel let go of a killed holder
         pass
 
 
@@ -362,6 +383,7 @@ def test_a_page_whose_renderer_was_killed_leaves_its_item_for_the_next_run(  # t
     stopped) on page 2 of a scanned PDF: nothing is known about that page, so it is not cached
     as unreadable and its item is not archived with page 1 alone; the next run archives both."""
     from pipeline.flows.batch import run_batch
+    from pipeline.store import Store
 
     batch = tmp_path / "batch"
     folder = batch / "BX09-2021-LP-D10-0002"
@@ -388,6 +410,9 @@ def test_a_page_whose_renderer_was_killed_leaves_its_item_for_the_next_run(  # t
     failed = [f for f in first["findings"] if f["code"] == "processing_failed"]
     assert len(failed) == 1 and failed[0]["page"] == 2 and "stopped by signal 9" in failed[0]["message"]
     assert not (settings.archive_dir / "BX09-2021-LP-D10-0002").exists()
+    store = Store(settings.state_url)
+    assert store.cases(status=None) == []  # the run failed, not the scan: nothing for QA
+    store.close()
     cached = [json.loads(p.read_text()) for p in (settings.work_dir / "pages").glob("*_page.json")]
     assert not any(page.get("error") for page in cached)  # page 2's failure is not remembered
 

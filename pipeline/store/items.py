@@ -21,6 +21,7 @@ from pipeline.store.schema import (
     QaCaseRow,
     now,
 )
+from pipeline.verify import not_packaged
 
 
 class ItemStore(StoreBase):
@@ -101,7 +102,13 @@ class ItemStore(StoreBase):
 
         Idempotent for the same package (same PDF SHA-256): re-running never duplicates a
         package, a finding or a case. A new package supersedes the current one.
+
+        An item not packaged because a page failed in our hands (verify.PROCESSING_FAILED: the
+        run, not the scan) opens no QA case and leaves the item's package, QA state and
+        visibility as they were: an earlier package stays the archived one, found as before.
         """
+        if item.pdf_sha256 is None and not_packaged(item.findings):
+            return self._record_unprocessed(batch_id, item)
         flags = flags_of(item)
         with self.session() as session:
             current = session.scalars(
@@ -164,21 +171,45 @@ class ItemStore(StoreBase):
             else:
                 for key, value in values.items():
                     setattr(row, key, value)
-            session.execute(delete(FindingRow).where(FindingRow.archive_code == item.archive_code))
-            for f in item.findings:
-                session.add(
-                    FindingRow(
-                        archive_code=item.archive_code,
-                        batch_id=batch_id,
-                        code=f.code,
-                        severity=str(f.severity),
-                        message=f.message,
-                        page=f.page,
-                        file=f.file,
-                    )
-                )
+            self._replace_findings(session, batch_id, item)
             session.flush()
             return row
+
+    def _record_unprocessed(self, batch_id: str, item: ItemResult) -> ItemRow:
+        with self.session() as session:
+            row = session.get(ItemRow, item.archive_code)
+            if row is None:
+                row = ItemRow(
+                    archive_code=item.archive_code,
+                    batch_id=batch_id,
+                    verdict=str(item.verdict),
+                    qa_status="none",
+                    visible=False,
+                    pages=item.page_count,
+                    blank_pages=item.blank_pages,
+                    updated_at=now(),
+                )
+                session.add(row)
+            else:  # the verdict of this run; the package and its QA state are the earlier one's
+                row.batch_id, row.verdict, row.updated_at = batch_id, str(item.verdict), now()
+            self._replace_findings(session, batch_id, item)
+            session.flush()
+            return row
+
+    def _replace_findings(self, session: Any, batch_id: str, item: ItemResult) -> None:
+        session.execute(delete(FindingRow).where(FindingRow.archive_code == item.archive_code))
+        for f in item.findings:
+            session.add(
+                FindingRow(
+                    archive_code=item.archive_code,
+                    batch_id=batch_id,
+                    code=f.code,
+                    severity=str(f.severity),
+                    message=f.message,
+                    page=f.page,
+                    file=f.file,
+                )
+            )
 
     def item(self, archive_code: str) -> ItemRow | None:
         with self.session() as session:
