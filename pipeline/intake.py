@@ -72,22 +72,25 @@ class BatchLayout:
 
 def batch_id_for(root: Path) -> str:
     """A readable, filesystem-safe id: the folder name cleaned, plus a short hash of its path."""
-    cleaned = re.sub(r"[^0-9A-Za-z\u4e00-\u9fff_-]+", "_", root.name).strip("_")[:60] or "batch"
-    digest = hashlib.sha256(str(root.resolve()).encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    resolved = root.resolve()  # `.`, a link or a relative path: the folder's own name and path
+    cleaned = re.sub(r"[^0-9A-Za-z\u4e00-\u9fff_-]+", "_", resolved.name).strip("_")[:60] or "batch"
+    digest = hashlib.sha256(str(resolved).encode("utf-8", "surrogateescape")).hexdigest()[:8]
     return f"{cleaned}-{digest}"
 
 
 @contextmanager
-def batch_lock(work_dir: Path, batch_id: str) -> Iterator[None]:
+def batch_lock(work_dir: Path, batch_dir: Path, batch_id: str) -> Iterator[None]:
     """One process at a time on a batch in this home: a second `capture run` of the same batch,
     started while the first one runs, stops at once (BatchBusy, naming the process that holds
     it) instead of reading and packaging every item again beside it. The lock is the kernel's
     (flock on a file in the work folder): it ends with its process, killed or not, so a batch
-    whose process died is never left locked. Processes of one machine only (a cluster's
-    workers share no work folder)."""
+    whose process died is never left locked. Keyed by the folder itself (its resolved path:
+    a link to it, `.` or a relative path name the same batch). Processes of one machine only
+    (a cluster's workers share no work folder)."""
     folder = work_dir / "locks"
     folder.mkdir(parents=True, exist_ok=True)
-    name = hashlib.sha256(batch_id.encode("utf-8", "surrogateescape")).hexdigest()[:24]
+    key = str(batch_dir.resolve()).encode("utf-8", "surrogateescape")
+    name = hashlib.sha256(key).hexdigest()[:24]
     fd = os.open(folder / f"batch-{name}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         try:

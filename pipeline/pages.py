@@ -21,6 +21,7 @@ import math
 import os
 import re
 import shutil
+import signal
 import stat
 import subprocess
 import threading
@@ -53,6 +54,11 @@ MAX_FILE_SETTING = "imaging.max_file_mb"
 
 _BLOCK = 1 << 20  # bytes per read when copying and hashing
 _PDF_RENDER_TIMEOUT = 600  # seconds for pdftoppm on one page
+# Signals that stop pdftoppm from outside (a batch being stopped, the out-of-memory killer): the
+# page is not the reason. A crash of its own (SIGSEGV, SIGABRT...) is the file's, like an error.
+_STOPPED_FROM_OUTSIDE = frozenset(
+    int(s) for s in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)
+)
 
 
 @dataclass(frozen=True)
@@ -553,8 +559,8 @@ def _render_pdf_page(path: Path, page: int, dpi: int, max_pixels: int, what: str
     cmd = ["pdftoppm", "-r", str(dpi), "-f", str(page + 1), "-l", str(page + 1), str(path)]
     try:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    except OSError as exc:
-        raise PageReadError(f"page {page + 1} cannot be rasterised (pdftoppm: {exc.strerror})") from exc
+    except OSError as exc:  # no pdftoppm, or no process to be had: nothing is known of the file
+        raise PageNotRead(f"page {page + 1} was not rasterised (pdftoppm: {exc.strerror})") from exc
     assert proc.stdout is not None and proc.stderr is not None
     stdout = cast(io.BufferedReader, proc.stdout)
     errors: list[bytes] = []
@@ -588,7 +594,7 @@ def _render_pdf_page(path: Path, page: int, dpi: int, max_pixels: int, what: str
             )
         if timed_out.is_set():
             return PageReadError(f"page {page + 1} took longer than {_PDF_RENDER_TIMEOUT} s to rasterise")
-        if proc.returncode < 0:
+        if -proc.returncode in _STOPPED_FROM_OUTSIDE:
             return PageNotRead(
                 f"page {page + 1} was not rasterised: pdftoppm was stopped by signal {-proc.returncode}"
             )

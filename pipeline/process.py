@@ -411,6 +411,7 @@ def read_step(
     if not page.snapshot.path.is_file():
         # says nothing about the bytes, so it is not cached under their hash
         result.error = "its private copy in the work folder is gone (was the work folder cleaned?)"
+        result.error_code = verify.PROCESSING_FAILED
         return result, None
     imaging_settings = settings.imaging
     try:

@@ -473,3 +473,31 @@ def test_a_page_under_3_points_is_refused_and_the_rest_of_its_item_is_a_valid_pd
         assert len(doc.pages) == 2
     assert {f.code for f in packaged.findings} >= {"page_too_small"}
     release_snapshots(planned)
+
+
+@pytest.mark.parametrize(
+    ("script", "error"),
+    [
+        ("", "PageNotRead"),  # no pdftoppm to be found: the install's fault, not the file's
+        ("#!/bin/sh\nkill -TERM $$\n", "PageNotRead"),  # stopped from outside
+        ("#!/bin/sh\nkill -SEGV $$\n", "PageReadError"),  # a crash of its own: the file's doing
+    ],
+)
+def test_a_pdf_page_not_rendered_is_blamed_on_the_file_only_when_the_file_is_the_reason(  # type: ignore[no-untyped-def]
+    tmp_path, monkeypatch, script, error
+) -> None:
+    from PIL import Image
+
+    from pipeline import errors, pages
+
+    pdf = tmp_path / "scan.pdf"
+    Image.new("L", (300, 400), 255).save(pdf, resolution=100)
+    shims = tmp_path / "bin"
+    shims.mkdir()
+    if script:
+        (shims / "pdftoppm").write_text(script)
+        (shims / "pdftoppm").chmod(0o755)
+    monkeypatch.setenv("PATH", str(shims))
+    with pytest.raises(errors.CaptureError) as raised:
+        pages._render_pdf_page(pdf, 0, 100, 10**8, "the page is")
+    assert type(raised.value).__name__ == error

@@ -269,7 +269,7 @@ def run_batch(
     from pipeline.intake import batch_id_for
 
     batch_id = batch_id or batch_id_for(batch_dir)
-    with batch_lock(settings.work_dir, batch_id):
+    with batch_lock(settings.work_dir, batch_dir, batch_id):
         return _run_batch(batch_dir, settings, batch_id, manifest)
 
 
