@@ -136,14 +136,18 @@ def check_catalogue(
         ]
     counted = sum(1 for p in pages if p.readable and not p.blank)
     blank = sum(1 for p in pages if p.blank)
-    unreadable = sum(1 for p in pages if not p.readable)
-    if counted == entry.page_count:
+    # a page we failed on may be a counted page: the scans are not blamed for it
+    unprocessed = sum(1 for p in pages if p.error_code == PROCESSING_FAILED)
+    unreadable = sum(1 for p in pages if not p.readable) - unprocessed
+    if counted <= entry.page_count <= counted + unprocessed:
         return []
     details = [f"{len(pages)} page images"]
     if blank:
         details.append(f"{blank} blank page{'s' if blank > 1 else ''} not counted")
     if unreadable:
         details.append(f"{unreadable} unreadable")
+    if unprocessed:
+        details.append(f"{unprocessed} not processed")
     return [
         Finding(
             "page_count_mismatch",
