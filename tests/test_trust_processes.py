@@ -278,3 +278,51 @@ def test_capture_run_names_the_prefect_servers_log_when_it_cannot_start(tmp_path
     assert "Traceback" not in done.stdout + done.stderr
     assert sorted((p.relative_to(batch), p.read_bytes()) for p in batch.rglob("*") if p.is_file()) == before
     assert not list((home / "archive").rglob("*.pdf"))
+
+
+def test_ctrl_c_stops_the_run_says_so_and_leaves_the_batch_stopped_not_processing(  # type: ignore[no-untyped-def]
+    tmp_path, samples_module
+) -> None:
+    """Ctrl-C (SIGINT to the terminal's process group) in the middle of `capture run`: the
+    command says "stopped" and exits 130, nothing it started lives on, and the batch's state and
+    report say it was stopped (it said "processing" until the next run)."""
+    batch = tmp_path / "batch"
+    for n in range(1, 4):
+        _item(samples_module, batch / f"S-000{n}", f"第{n}件", n)
+    home = tmp_path / f"home-{uuid.uuid4().hex[:6]}"
+    env = {**os.environ, "CAPTURE_HOME": str(home)}
+    run = subprocess.Popen(
+        [*CAPTURE, "run", str(batch)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as a terminal starts it
+    )
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:  # until the batch's flow has begun: its state says processing
+        if (home / "state.sqlite").exists():
+            store = Store(make_settings(home).state_url)
+            try:
+                if any(b.status == "processing" for b in store.batches()):
+                    break
+            finally:
+                store.close()
+        time.sleep(0.2)
+    else:
+        pytest.fail("the batch did not start")
+    os.killpg(run.pid, signal.SIGINT)
+    _, said = run.communicate(timeout=60)
+    assert run.returncode == 130 and "stopped" in said
+    deadline = time.monotonic() + 30
+    while _processes_with(str(home)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _processes_with(str(home)) == []
+    store = Store(make_settings(home).state_url)
+    try:
+        (row,) = store.batches()
+        assert row.status == "stopped" and "Ctrl-C" in (row.reason or "")
+        assert json.loads(Path(row.report_path or "").read_text(encoding="utf-8"))["status"] == "stopped"
+    finally:
+        store.close()

@@ -224,6 +224,16 @@ def run(
                 except BatchDied as exc:
                     path = record_failure(settings, layout.batch_id, batch_dir, "failed", str(exc))
                     raise BatchDied(f"{exc}; report: {path}") from None
+                except KeyboardInterrupt:  # the batch's process stopped with us: say so in its state
+                    record_failure(
+                        settings,
+                        layout.batch_id,
+                        batch_dir,
+                        "stopped",
+                        "stopped (Ctrl-C) before it finished; run it again to finish it "
+                        "(the items finished are kept)",
+                    )
+                    raise
     console.print(_summary_table(report))
     totals = report["totals"]
     console.print(

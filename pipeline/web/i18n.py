@@ -110,6 +110,7 @@ MESSAGES: dict[str, dict[str, str]] = {
     "processing": {"zh": "处理中", "en": "processing"},
     "done": {"zh": "已完成", "en": "done"},
     "quarantined": {"zh": "已隔离", "en": "quarantined"},
+    "stopped": {"zh": "已停止", "en": "stopped"},
     "today": {"zh": "今天", "en": "Today"},
     "show_all": {"zh": "显示全部", "en": "Show all"},
     "in_watch_folder": {"zh": "监视文件夹中等待的批次", "en": "Waiting in the watch folder"},
