@@ -19,6 +19,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -184,19 +185,27 @@ def test_a_batch_whose_process_keeps_dying_is_quarantined_and_the_watcher_goes_o
     assert _processes_with(str(tmp_path / "home")) == []  # the watcher took everything with it
 
 
-def test_nothing_capture_run_started_outlives_it(tmp_path, samples_module) -> None:  # type: ignore[no-untyped-def]
+def _start_run(
+    tmp_path: Path, samples_module, prefix: str, **popen: Any
+) -> tuple[subprocess.Popen[str], Path]:  # type: ignore[no-untyped-def]
+    """`capture run` of a new three-item batch in a new home, in a session of its own; its home."""
     batch = tmp_path / "batch"
     for n in range(1, 4):
-        _item(samples_module, batch / f"R-000{n}", f"第{n}件", n)
+        _item(samples_module, batch / f"{prefix}-000{n}", f"第{n}件", n)
     home = tmp_path / f"home-{uuid.uuid4().hex[:6]}"
-    env = {**os.environ, "CAPTURE_HOME": str(home)}
     run = subprocess.Popen(
         [*CAPTURE, "run", str(batch)],
-        env=env,
+        env={**os.environ, "CAPTURE_HOME": str(home)},
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        text=True,
         start_new_session=True,
+        **popen,
     )
+    return run, home
+
+
+def test_nothing_capture_run_started_outlives_it(tmp_path, samples_module) -> None:  # type: ignore[no-untyped-def]
+    run, home = _start_run(tmp_path, samples_module, "R", stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:  # wait until the batch process runs beside its Prefect server
         commands = " ".join(cmd for _, cmd in _processes_with(str(home)))
@@ -286,18 +295,11 @@ def test_ctrl_c_stops_the_run_says_so_and_leaves_the_batch_stopped_not_processin
     """Ctrl-C (SIGINT to the terminal's process group) in the middle of `capture run`: the
     command says "stopped" and exits 130, nothing it started lives on, and the batch's state and
     report say it was stopped (it said "processing" until the next run)."""
-    batch = tmp_path / "batch"
-    for n in range(1, 4):
-        _item(samples_module, batch / f"S-000{n}", f"第{n}件", n)
-    home = tmp_path / f"home-{uuid.uuid4().hex[:6]}"
-    env = {**os.environ, "CAPTURE_HOME": str(home)}
-    run = subprocess.Popen(
-        [*CAPTURE, "run", str(batch)],
-        env=env,
-        stdout=subprocess.DEVNULL,
+    run, home = _start_run(
+        tmp_path,
+        samples_module,
+        "S",
         stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as a terminal starts it
     )
     deadline = time.monotonic() + 240
