@@ -328,3 +328,19 @@ def test_ctrl_c_stops_the_run_says_so_and_leaves_the_batch_stopped_not_processin
         assert json.loads(Path(row.report_path or "").read_text(encoding="utf-8"))["status"] == "stopped"
     finally:
         store.close()
+
+
+def test_prefects_server_stops_at_once_while_it_is_still_starting(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A command stopped in its first seconds (Ctrl-C while Prefect's server is importing) stops
+    its server at once: uvicorn held the signal until the server's start was over, and the
+    command waited for that and then its 5 s grace."""
+    from pipeline.supervise import EmbeddedPrefect
+
+    server = EmbeddedPrefect(tmp_path / "prefect", tmp_path / "server.log", wait=False, housekeeping=False)
+    server.__enter__()
+    assert server.child is not None
+    time.sleep(0.8)  # importing Prefect (about 2 s)
+    child, began = server.child, time.monotonic()
+    server.__exit__(None, None, None)
+    assert time.monotonic() - began < 3, "the server waited for its start before stopping"
+    assert child.process.returncode is not None
