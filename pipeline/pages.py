@@ -579,10 +579,11 @@ def _render_pdf_page(path: Path, page: int, dpi: int, max_pixels: int, what: str
         timed_out.set()
         proc.kill()
 
-    def failed() -> CaptureError:
+    def failed(ended: bool) -> CaptureError:
         """Why no page came: pdftoppm's own complaint about the file, its time running out (600 s
-        for one page), or a signal from outside, which says nothing about the file."""
-        if header_ended:  # its output stopped short: let it finish dying to see how
+        for one page), or a signal from outside, which says nothing about the file. `ended`: its
+        output stopped short."""
+        if ended:  # let it finish dying, to see how
             try:
                 proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
@@ -600,14 +601,12 @@ def _render_pdf_page(path: Path, page: int, dpi: int, max_pixels: int, what: str
             )
         return PageReadError(f"page {page + 1} cannot be rasterised ({_stderr_of(proc, drainer, errors)})")
 
-    header_ended = False
     timer = threading.Timer(_PDF_RENDER_TIMEOUT, time_out)
     timer.start()
     try:
         header = [_read_token(stdout) for _ in range(4)]
         if header[0] != b"P6" or not all(t.isdigit() for t in header[1:]) or header[3] != b"255":
-            header_ended = not all(header)
-            raise failed()
+            raise failed(ended=not all(header))
         width, height = int(header[1]), int(header[2])
         if width * height > max_pixels:
             proc.kill()
@@ -621,10 +620,9 @@ def _render_pdf_page(path: Path, page: int, dpi: int, max_pixels: int, what: str
                 break
             got += n
         if got < len(view):
-            header_ended = True
-            raise failed()
+            raise failed(ended=True)
         if proc.wait() != 0:
-            raise failed()
+            raise failed(ended=False)
         return pixels
     finally:
         timer.cancel()

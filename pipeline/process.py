@@ -693,8 +693,12 @@ def verify_item(
 
 def package_verified(item: ItemResult, input_key: str, batch_id: str, settings: Settings) -> ItemResult:
     """Write the verified item's PDF/A, record and manifest into a staging folder, validate, then
-    move it into place (an earlier package is kept aside). No readable page: no package."""
+    move it into place (an earlier package is kept aside). No readable page, or a page that
+    failed in our hands (verify.not_packaged): no package."""
     archive_code, entry = item.archive_code, item.entry
+    if verify.not_packaged(item.findings):
+        item.verdict = verify.verdict_of(item.findings, packaged=False)
+        return item
     printable = [p for p in item.pages if p.readable and p.image_path]
     if not printable:
         item.findings.append(

@@ -273,9 +273,6 @@ def _verified_and_packaged(
         verified = process.verify_item(
             plan.archive_code, plan.entry, pages, plan.problems, settings, plan.expected
         )
-        if verify.not_packaged(verified.findings):
-            verified.verdict = verify.verdict_of(verified.findings, packaged=False)
-            return verified
         return process.package_verified(verified, plan.input_key, batch_id, settings)
     except Exception as exc:  # noqa: BLE001 - a failed item does not fail the batch
         log.exception("packaging %s failed", plan.archive_code)
